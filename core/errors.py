@@ -1,0 +1,66 @@
+"""Errors raised at pyrunsc's edges.
+
+Inside the kernel, failures are ``SyscallError(errno)`` (added with the kernel).
+At the edge (spec, YAML, options, plugins), a user-facing error names the file,
+the field path and the value, so that it can be fixed without reading code. The
+CLI turns :class:`PyrunscError` into a message on stderr and its ``exit_code``:
+2 for bad usage or bad input, 1 for a runtime failure.
+"""
+
+from __future__ import annotations
+
+
+class PyrunscError(Exception):
+    """A failure to report to the user without a traceback; exit status 1."""
+
+    exit_code = 1
+
+
+class ConfigError(PyrunscError):
+    """Bad input: a spec, a YAML deployment, a flag or a mount option; exit status 2.
+
+    ``str()`` gives ``FILE:LINE:COL: FIELD: MESSAGE``, leaving out the parts
+    that are not known, e.g.
+    ``config.json: mounts[2].destination: must be an absolute path, got "tmp"``.
+    ``line`` and ``column`` are 1-based.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.field = field
+        self.line = line
+        self.column = column
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}{field}{self.message}"
+
+
+class PluginError(PyrunscError):
+    """A plugin failed to import, validate or register; names the plugin."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        self.plugin = plugin
+        self.message = message
+        super().__init__(f"plugin {plugin!r}: {message}")
+

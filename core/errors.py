@@ -64,3 +64,25 @@ class PluginError(PyrunscError):
         self.message = message
         super().__init__(f"plugin {plugin!r}: {message}")
 
+
+class SyscallError(Exception):
+    """A system call's failure inside the kernel: ``errno`` is returned as ``-errno``.
+
+    Raised by the VFS, mm and kernel; the syscall layer turns it into the
+    return value (Linux's ``-ENOENT`` convention). ``str()`` gives the errno
+    name and, when given, what failed, e.g. ``ENOENT: /etc/nope``.
+    """
+
+    def __init__(self, errno: int, detail: str = "") -> None:
+        self.errno = errno
+        self.detail = detail
+        super().__init__(str(self))
+
+    @property
+    def name(self) -> str:
+        import errno as _errno
+
+        return _errno.errorcode.get(self.errno, f"E{self.errno}")
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.detail}" if self.detail else self.name

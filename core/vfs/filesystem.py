@@ -12,12 +12,58 @@ Turning a spec mount into a filesystem name and mount data follows gVisor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+import errno
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import SyscallError
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..mounts import FdDispenser
+    from ..mm.memfile import MemoryFile
+    from ..mounts import FdDispenser, MountFlags
     from ..spec import Mount
+    from .inode import Superblock
+    from .vfs import VirtualFilesystem
+
+
+@dataclass
+class MountContext:
+    """What a filesystem may need to mount: the VFS (its device registry), the
+    memory file (tmpfs data), the realtime clock in ns, the kernel (proc reads
+    its tasks), and the gofer connections by fd number (9p)."""
+
+    vfs: VirtualFilesystem
+    memfile: MemoryFile | None = None
+    clock: Callable[[], int] = time.time_ns
+    kernel: Any = None
+    gofer: dict[int, Any] = field(default_factory=dict)
+    #: Filesystem types by name (the plugin registry's), so that one
+    #: filesystem can build on another (devtmpfs and overlays on tmpfs).
+    filesystems: dict[str, type[FilesystemType]] = field(default_factory=dict)
+
+    def new_superblock(self, fs_name: str, data: str = "", flags: MountFlags | None = None) -> Superblock:
+        """Mount a fresh instance of the filesystem named ``fs_name``; ENODEV
+        when no plugin provides it."""
+        from ..mounts import MountFlags
+
+        fs = self.filesystems.get(fs_name)
+        if fs is None:
+            raise SyscallError(errno.ENODEV, f"no filesystem {fs_name!r} is installed")
+        return fs.mount(self, "none", flags or MountFlags(), data)
+
+
+def parse_data(data: str) -> dict[str, str]:
+    """``"mode=1777,size=64m"`` -> ``{"mode": "1777", "size": "64m"}``; a bare
+    word maps to ""."""
+    out: dict[str, str] = {}
+    for item in data.split(","):
+        if item:
+            key, _, value = item.partition("=")
+            out[key] = value
+    return out
 
 
 class FilesystemType:
@@ -56,3 +102,13 @@ class FilesystemType:
         """
         data = [o for o in mount.options if "=" in o and o.split("=", 1)[0] in cls.data_keys]
         return cls.name, data
+
+    @classmethod
+    def mount(cls, ctx: MountContext, source: str, flags: MountFlags, data: str) -> Superblock:
+        """A new superblock for this filesystem (Linux ``fs_context`` ``get_tree``).
+
+        ``data`` is the mount data :meth:`mount_data` produced (``"uid=1022"``).
+        Raises SyscallError: EINVAL for bad data, ENODEV when this filesystem
+        cannot be mounted inside the sentry.
+        """
+        raise SyscallError(errno.ENODEV, f"{cls.name} cannot be mounted here")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+
+from pyrunsc.core.errors import SyscallError
 from pyrunsc.core.hookspecs import hookimpl
+from pyrunsc.core.mounts import MountFlags
 from pyrunsc.core.plugins import Register
-from pyrunsc.core.vfs.filesystem import FilesystemType
+from pyrunsc.core.vfs.filesystem import FilesystemType, MountContext
+from pyrunsc.core.vfs.inode import Superblock
 from pyrunsc.core.vfs.options import memparse, parse_id, parse_mode
+
+from .tmpfs import TmpfsSuperblock
 
 
 class Tmpfs(FilesystemType):
@@ -26,6 +33,19 @@ class Tmpfs(FilesystemType):
             memparse(value, percent=True)
         elif key == "nr_inodes":
             memparse(value)
+
+    @classmethod
+    def mount(cls, ctx: MountContext, source: str, flags: MountFlags, data: str) -> Superblock:
+        if ctx.memfile is None:
+            raise SyscallError(errno.ENODEV, "tmpfs needs the sandbox's memory file")
+        for key, value in (item.partition("=")[::2] for item in data.split(",") if item):
+            if key not in cls.data_keys:
+                raise SyscallError(errno.EINVAL, f"tmpfs: unknown option {key!r}")
+            try:
+                cls.check_option(key, value)
+            except ValueError as e:
+                raise SyscallError(errno.EINVAL, f"tmpfs: {e}") from None
+        return TmpfsSuperblock(ctx.memfile, data, clock=ctx.clock)
 
 
 @hookimpl

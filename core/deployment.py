@@ -25,6 +25,7 @@ you mean" when one is close. A flag given on the command line wins over
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any
 
 from .config import FILE_ACCESS, NETWORKS, RUNTIME_KEYS
 from .document import Document, describe, did_you_mean
-from .spec import Spec, load_bundle, parse_spec
+from .spec import Spec, display_path, load_bundle, parse_spec, show_path
 
 TOP_LEVEL = ("name", "runtime", "bundle", "spec")
 
@@ -79,7 +80,7 @@ def load_deployment(path: Path, *, platforms: Collection[str] | None = None) -> 
     that ``runtime.platform`` must be one of.
     """
     path = Path(path)
-    doc = Document.load_yaml(path, display=str(path))
+    doc = Document.load_yaml(path, display=display_path(path))
     top = doc.root()
     if doc.data is None:
         raise top.error("the file is empty; a deployment needs 'bundle' or 'spec'")
@@ -122,13 +123,24 @@ def load_deployment(path: Path, *, platforms: Collection[str] | None = None) -> 
     bundle_node, spec_node = top.get("bundle"), top.get("spec")
     if bundle_node is not None and spec_node is not None:
         raise spec_node.error_at_key("give either 'bundle' or 'spec', not both")
+    if bundle_node is None and spec_node is None:
+        # A key written with nothing after it (``spec:``) is null.
+        for key, what in (("spec", "an inline OCI spec (ociVersion, root, process)"), ("bundle", "a folder")):
+            if key in top.mapping():
+                raise top.child(key, None).error_at_key(f"is empty; give {what}")
     if bundle_node is not None:
         text = bundle_node.str()
         if not text:
             raise bundle_node.error("must not be empty")
         bundle = base / text
-        if not (bundle / "config.json").is_file():
-            raise bundle_node.error(f"{str(bundle)!r} is not a bundle folder with a config.json")
+        try:
+            os.stat(bundle / "config.json")
+        except (FileNotFoundError, NotADirectoryError):
+            raise bundle_node.error(
+                f"{show_path(bundle)} is not a bundle folder with a config.json"
+            ) from None
+        except OSError as e:
+            raise bundle_node.error(f"cannot use {show_path(bundle)}: {e.strerror or e}") from None
         spec = load_bundle(bundle)
     elif spec_node is not None:
         spec = parse_spec(spec_node, bundle=base, strict=True)

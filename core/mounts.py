@@ -28,7 +28,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, PyrunscError
+from .document import quote
+from .errors import ConfigError, PluginError, PyrunscError
 from .spec import Mount, Spec, clean_path
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def default_compile_mounts(spec: Spec) -> list[Mount]:
     seen = set()
     for m in spec.mounts:
         if is_sentry_dev_mount(m):
-            log.info("dev mount at %r gives way to the sentry's own", m.destination)
+            log.info("%s: dev mount at %s gives way to the sentry's own", mount_place(m), quote(m.destination))
             continue
         mounts.append(m)
         seen.add(m.clean_destination)
@@ -234,7 +235,7 @@ def parse_flags(mount: Mount, where: str) -> MountFlags:
         if "=" in opt:
             continue
         if opt not in GENERIC_OPTIONS:
-            log.warning("%s: ignoring unknown mount option %r", where, opt)
+            log.warning("%s: ignoring unknown mount option %s", where, quote(opt))
             continue
         effect = GENERIC_OPTIONS[opt]
         if effect is not None:
@@ -250,29 +251,77 @@ def _origin(mount: Mount) -> tuple[str | None, str]:
     return None, f"{mount.type} mount at {mount.destination}"
 
 
+def mount_place(mount: Mount, suffix: str = "") -> str:
+    """Where ``mount`` was written, for warnings: ``FILE:LINE:COL: FIELD`` (the
+    position for a YAML deployment only), ``FIELD`` being ``mounts[2]`` then
+    ``suffix`` (``.options``); or a description of a mount the runtime adds."""
+    file, field = _origin(mount)
+    if file is None:
+        return field
+    pos = f":{mount.position[0]}:{mount.position[1]}" if mount.position else ""
+    return f"{file}{pos}: {field}{suffix}"
+
+
+def _root_has_no_filesystem(plugins: Plugins, mount: Mount) -> ConfigError:
+    """The error for a root (a mount at ``/``) whose type no plugin serves:
+    nothing could be mounted at all, so this is not a warning."""
+    from .plugins import DISABLE_ENV
+
+    file, where = _origin(mount)
+    broken = sorted(i.name for i in plugins.infos if i.status == "broken")
+    if mount.type == "bind" and "fs_9p" in plugins.disabled:
+        hint = f"; fs_9p, which serves them, is disabled by {DISABLE_ENV}"
+    elif plugins.disabled:
+        hint = f"; is the plugin that serves them disabled? ({DISABLE_ENV}={','.join(sorted(plugins.disabled))})"
+    elif broken:
+        hint = f"; is the plugin that serves them broken? (broken: {', '.join(broken)})"
+    elif mount.type == "bind":
+        hint = "; pyrunsc's fs_9p plugin serves them: is it installed? (`pyrunsc plugins`)"
+    else:
+        hint = ""
+    line, column = mount.position or (None, None)
+    return ConfigError(
+        f"no filesystem plugin serves {quote(mount.type)} mounts, which the root filesystem needs{hint}",
+        file=file, field=where, line=line, column=column,
+    )
+
+
 def resolve_mount(
     plugins: Plugins, mount: Mount, config: Config, fds: FdDispenser
 ) -> ResolvedMount | None:
-    """The seed's ``getMountNameAndOptions``: None for an unknown type (warned).
+    """The seed's ``getMountNameAndOptions``: None for an unknown type (warned),
+    except at ``/``: a root with no filesystem is a ConfigError.
 
     ConfigError, naming the mount and option, for a ``key=value`` option the
-    filesystem does not take or a bad value (Linux answers EINVAL).
+    filesystem does not take or a bad value (Linux answers EINVAL). A
+    filesystem type (or a ``mount_device`` hook) that fails otherwise, or
+    returns something unusable, is a PluginError naming its plugin.
     """
     file, where = _origin(mount)
     opt_field = f"{where}.options" if mount.origin else where
     line, column = mount.position or (None, None)
+    dest = quote(mount.destination)
 
     def error(message: str, field: str) -> ConfigError:
         return ConfigError(message, file=file, field=field, line=line, column=column)
 
     owner = plugins.registry.filesystem_for_type(mount.type)
     if owner is None:
-        place = f"{file}:{line}:{column}: " if file and line else f"{file}: " if file else ""
+        if mount.clean_destination == "/":
+            raise _root_has_no_filesystem(plugins, mount)
         log.warning(
-            "%s%s: ignoring mount at %r: no filesystem plugin serves type %r",
-            place, where, mount.destination, mount.type,
+            "%s: ignoring mount at %s: no filesystem plugin serves type %s",
+            mount_place(mount), dest, quote(mount.type),
         )
         return None
+    plugin = plugins.registry.owner.get(owner, owner.__module__)
+
+    def broken(what: str, detail: str) -> PluginError:
+        return PluginError(
+            plugin,
+            f"filesystem {owner.name!r}: {what} for the mount at {dest} ({mount_place(mount)}): {detail}",
+        )
+
     for opt in mount.options:
         if "=" not in opt:
             continue
@@ -280,18 +329,39 @@ def resolve_mount(
         if key not in owner.data_keys:
             takes = ", ".join(owner.data_keys) or "no key=value options"
             raise error(
-                f"{owner.name} does not take option {opt!r} (mount at {mount.destination}); it takes {takes}",
+                f"{owner.name} does not take option {quote(opt)} (mount at {dest}); it takes {takes}",
                 opt_field,
             )
         try:
             owner.check_option(key, value)
         except ValueError as e:
-            raise error(f"option {opt!r} (mount at {mount.destination}): {e}", opt_field) from None
-    flags = parse_flags(mount, where)
+            raise error(f"option {quote(opt)} (mount at {dest}): {e}", opt_field) from None
+        except PyrunscError:
+            raise
+        except Exception as e:
+            raise broken(f"check_option({quote(key)}, ...) failed", f"{type(e).__name__}: {e}") from e
+    flags = parse_flags(mount, mount_place(mount, ".options"))
     try:
-        fs_name, data = owner.mount_data(mount, config, fds)
+        result = owner.mount_data(mount, config, fds)
     except ValueError as e:
-        raise error(f"{e} (mount at {mount.destination})", where) from None
+        raise error(f"{e} (mount at {dest})", where) from None
+    except PyrunscError:
+        raise
+    except Exception as e:
+        raise broken("mount_data failed", f"{type(e).__name__}: {e}") from e
+    if (
+        not isinstance(result, tuple | list)
+        or len(result) != 2
+        or not isinstance(result[0], str)
+        or not isinstance(result[1], tuple | list)
+        or not all(isinstance(d, str) for d in result[1])
+    ):
+        got = repr(result)
+        raise broken(
+            "mount_data returned an unusable value",
+            f"got {got if len(got) <= 80 else got[:77] + '...'}, expected (filesystem name, [data options])",
+        )
+    fs_name, data = result
     overlay = mount.type == "bind" and config.overlay and not flags.read_only
     return ResolvedMount(
         mount=mount,

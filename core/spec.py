@@ -5,9 +5,11 @@ Follows github.com/opencontainers/runtime-spec ``config.md`` and
 (terminal, user, args, env, cwd, capabilities, rlimits, noNewPrivileges),
 ``root``, ``hostname``, ``mounts`` and ``annotations``. Every other field the
 spec defines is kept in ``extra`` (``linux`` in :attr:`Spec.linux`) with one
-warning each, because we do not act on it yet. Fields the spec does not define
-are warned about in ``config.json`` (runc ignores them) and are errors in a YAML
-deployment, which is ours to define.
+warning each, because we do not act on it yet. Fields the spec does not define,
+at the top or inside the objects we keep (``linux``, ``hooks``, ...), are warned
+about in ``config.json`` (runc ignores them) and are errors in a YAML
+deployment, which is ours to define. Mounts at ``/`` are refused (the root is
+``root.path``).
 
 Relative ``root.path`` and bind-mount sources are relative to the bundle. As in
 runc (``libcontainer/specconv``) and Linux ``mount(2)``, a mount with a ``bind``
@@ -20,15 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .abi import CAPABILITIES, RLIM_INFINITY, RLIMITS
-from .document import Document, Node, describe
+from .document import Document, Node, describe, quote
 from .errors import ConfigError
 
 #: Field names of each object, as the runtime spec defines them.
@@ -46,6 +50,106 @@ ROOT_FIELDS = ("path", "readonly")
 MOUNT_FIELDS = ("destination", "source", "options", "type", "uidMappings", "gidMappings")
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 RLIMIT_FIELDS = ("type", "hard", "soft")
+
+
+# The objects we keep but do not act on yet, as runtime-spec 1.x defines them
+# (``specs-go/config.go``; ``config.md``, ``config-linux.md``), so that a key
+# misspelt inside them is found: an error in a YAML deployment, a warning in
+# config.json, as for the fields we act on.
+
+
+@dataclass(frozen=True)
+class Obj:
+    """An object with these fields; a field's shape, when given, is checked too."""
+
+    fields: Mapping[str, Shape | None]
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A list whose items have this shape."""
+
+    item: Shape
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """An object with keys of the user's choosing, whose values have this shape."""
+
+    item: Shape
+
+
+Shape = Obj | ListOf | MapOf
+
+
+def _obj(*names: str, **shapes: Shape) -> Obj:
+    return Obj({**dict.fromkeys(names), **shapes})
+
+
+HOOK = _obj("path", "args", "env", "timeout")
+#: ``hooks``: each a list of hooks.
+HOOKS = _obj(**{
+    name: ListOf(HOOK)
+    for name in ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+})
+#: ``linux.uidMappings``/``gidMappings`` and ``mounts[].uidMappings``/``gidMappings``.
+ID_MAPPING = _obj("containerID", "hostID", "size")
+_THROTTLE = ListOf(_obj("major", "minor", "rate"))
+RESOURCES = _obj(
+    "unified",
+    devices=ListOf(_obj("allow", "type", "major", "minor", "access")),
+    memory=_obj(
+        "limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
+        "useHierarchy", "checkBeforeUpdate",
+    ),
+    cpu=_obj(
+        "shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle",
+    ),
+    pids=_obj("limit"),
+    blockIO=_obj(
+        "weight", "leafWeight",
+        weightDevice=ListOf(_obj("major", "minor", "weight", "leafWeight")),
+        throttleReadBpsDevice=_THROTTLE, throttleWriteBpsDevice=_THROTTLE,
+        throttleReadIOPSDevice=_THROTTLE, throttleWriteIOPSDevice=_THROTTLE,
+    ),
+    hugepageLimits=ListOf(_obj("pageSize", "limit")),
+    network=_obj("classID", priorities=ListOf(_obj("name", "priority"))),
+    rdma=MapOf(_obj("hcaHandles", "hcaObjects")),
+)
+SECCOMP = _obj(
+    "defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath", "listenerMetadata",
+    syscalls=ListOf(_obj(
+        "names", "action", "errnoRet", args=ListOf(_obj("index", "value", "valueTwo", "op")),
+    )),
+)
+#: ``linux``.
+LINUX = _obj(
+    "cgroupsPath", "sysctl", "rootfsPropagation", "maskedPaths", "readonlyPaths", "mountLabel",
+    namespaces=ListOf(_obj("type", "path")),
+    uidMappings=ListOf(ID_MAPPING),
+    gidMappings=ListOf(ID_MAPPING),
+    timeOffsets=MapOf(_obj("secs", "nanosecs")),
+    devices=ListOf(_obj("path", "type", "major", "minor", "fileMode", "uid", "gid")),
+    netDevices=MapOf(_obj("name")),
+    resources=RESOURCES,
+    seccomp=SECCOMP,
+    # enableCMT and enableMBM: runtime-spec 1.1 and 1.2 (enableMonitoring since).
+    intelRdt=_obj(
+        "closID", "schemata", "l3CacheSchema", "memBwSchema", "enableMonitoring", "enableCMT", "enableMBM",
+    ),
+    personality=_obj("domain", "flags"),
+    memoryPolicy=_obj("mode", "nodes", "flags"),
+)
+#: The ``process`` fields we keep, with a shape to check.
+PROCESS_KEPT: dict[str, Shape] = {
+    "consoleSize": _obj("height", "width"),
+    "scheduler": _obj("policy", "nice", "priority", "flags", "runtime", "deadline", "period"),
+    "ioPriority": _obj("class", "priority"),
+    "execCPUAffinity": _obj("initial", "final"),
+}
+#: The top-level fields we keep, with a shape to check (other platforms' are not).
+SPEC_KEPT: dict[str, Shape] = {"hooks": HOOKS}
+MOUNT_KEPT: dict[str, Shape] = {"uidMappings": ListOf(ID_MAPPING), "gidMappings": ListOf(ID_MAPPING)}
 
 _ACTED = {
     (): ("ociVersion", "process", "root", "hostname", "mounts", "annotations"),
@@ -196,26 +300,58 @@ def clean_path(path: str) -> str:
 # Reading.
 
 
+def show_path(path: str | os.PathLike[str]) -> str:
+    """A path for a message: normalised (``a//b/./c`` -> ``a/b/c``), quoted,
+    and cut if it is absurdly long."""
+    return quote(os.path.normpath(os.fspath(path)), limit=256)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A file's name for messages (``FILE: ...``): the path as given,
+    normalised, with the middle of an absurdly long one (beyond what the
+    system accepts) left out."""
+    text = os.path.normpath(os.fspath(path))
+    if len(text) > 256:
+        text = text[:120] + "..." + text[-120:]
+    return text
+
+
+def bundle_problem(bundle: Path) -> str | None:
+    """Why ``bundle`` cannot be a bundle folder (missing, not a folder, a path
+    the system refuses), or None."""
+    try:
+        st = os.stat(bundle)
+    except (FileNotFoundError, NotADirectoryError):
+        return f"bundle folder {show_path(bundle)} does not exist"
+    except OSError as e:
+        return f"cannot use bundle folder {show_path(bundle)}: {e.strerror or e}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{show_path(bundle)} is not a folder; a bundle is a folder holding config.json"
+    return None
+
+
 def load_bundle(bundle: Path) -> Spec:
     """Read ``bundle/config.json`` into a :class:`Spec` whose ``bundle`` is the
     resolved folder; relative paths in it are relative to that folder.
 
-    Messages name the file as ``str(bundle / "config.json")``, i.e. the path as
-    given. ConfigError (exit 2) when the folder or file is missing, the JSON is
-    invalid (with line and column) or a field is bad (see :func:`parse_spec`).
-    Fields runc ignores (unknown ones) and those we keep but do not act on yet
-    are logged as one warning each on the ``pyrunsc.config`` logger.
+    Messages name the file as the path given, normalised
+    (``os.path.normpath(bundle / "config.json")``). ConfigError (exit 2) when
+    the folder or file is missing or is not a folder or a regular file, the
+    JSON is invalid (with line and column) or a field is bad (see
+    :func:`parse_spec`). Fields runc ignores (unknown ones) and those we keep
+    but do not act on yet are logged as one warning each on the
+    ``pyrunsc.config`` logger.
     """
     bundle = Path(bundle)
-    if not bundle.is_dir():
-        raise ConfigError(f"bundle folder {str(bundle)!r} does not exist", field="--bundle")
+    if (why := bundle_problem(bundle)) is not None:
+        raise ConfigError(why, field="--bundle")
     path = bundle / "config.json"
-    if not path.is_file():
+    display = display_path(path)
+    if not os.path.lexists(path):
         raise ConfigError(
-            "no such file; a bundle needs a config.json (`pyrunsc spec` writes one)",
-            file=str(path),
+            "no such file; a bundle needs a config.json (`pyrunsc spec` writes one)", file=display
         )
-    doc = Document.load_json(path, display=str(path))
+    doc = Document.load_json(path, display=display)
     return parse_spec(doc.root(), bundle=bundle.resolve(), strict=False)
 
 
@@ -240,6 +376,7 @@ def parse_spec(node: Node, *, bundle: Path | None, strict: bool) -> Spec:
     if version.group(1) != "1":
         raise oci_node.error(f"unsupported version {describe(oci)}, expected 1.x")
     extra = _warn_unacted(node, SPEC_FIELDS, (*_ACTED[()], "linux"))
+    _check_kept_fields(node, SPEC_KEPT, strict)
 
     root_node = node.require("root")
     root = _parse_root(root_node, bundle, strict)
@@ -259,9 +396,11 @@ def parse_spec(node: Node, *, bundle: Path | None, strict: bool) -> Spec:
         annotations = {k: v.str() for k, v in a.items()}
     linux: dict[str, Any] = {}
     if (lx := node.get("linux")) is not None:
+        unknown = _check_shape(lx, LINUX, strict)
         for key, _ in lx.items():
-            lx.child(key, None).warn("not acted on yet; kept")
-        linux = _plain(lx.mapping())
+            if key not in unknown:
+                lx.child(key, None).warn("not acted on yet; kept")
+        linux = {k: _plain(v) for k, v in lx.mapping().items() if k not in unknown}
     spec = Spec(
         oci_version=oci,
         root=root,
@@ -289,6 +428,41 @@ def _warn_unacted(node: Node, known: tuple[str, ...], acted: tuple[str, ...]) ->
             child.warn("not acted on yet; kept")
             kept[key] = _plain(child.value)
     return kept
+
+
+def _check_kept_fields(node: Node, shapes: Mapping[str, Shape], strict: bool) -> None:
+    """Check the kept fields of the mapping at ``node`` that have a shape."""
+    for key, shape in shapes.items():
+        if (child := node.get(key)) is not None:
+            _check_shape(child, shape, strict)
+
+
+def _check_shape(node: Node, shape: Shape, strict: bool) -> list[str]:
+    """Check a field we keep but do not act on against the runtime spec's
+    ``shape``: unknown keys are errors when ``strict`` (a YAML deployment, with
+    a "did you mean"), else a warning each (config.json, as runc ignores
+    them). A container of the wrong kind (a list for an object...) is an error
+    when ``strict``; config.json keeps it as written. Returns the unknown keys
+    of ``node`` itself."""
+    if node.value is None:
+        return []
+    if isinstance(shape, ListOf):
+        if strict or isinstance(node.value, list):
+            for item in node.list():
+                _check_shape(item, shape.item, strict)
+        return []
+    if not strict and not isinstance(node.value, Mapping):
+        return []
+    if isinstance(shape, MapOf):
+        for _, child in node.items():
+            _check_shape(child, shape.item, strict)
+        return []
+    unknown = node.check_keys(tuple(shape.fields), strict=strict)
+    for key, child in node.items():
+        sub = shape.fields.get(key)
+        if sub is not None:
+            _check_shape(child, sub, strict)
+    return unknown
 
 
 def _plain(value: Any) -> Any:
@@ -326,6 +500,7 @@ def _parse_root(node: Node, bundle: Path | None, strict: bool) -> Root:
 def _parse_process(node: Node, strict: bool) -> Process:
     node.check_keys(PROCESS_FIELDS, strict=strict)
     extra = _warn_unacted(node, PROCESS_FIELDS, _ACTED[("process",)])
+    _check_kept_fields(node, PROCESS_KEPT, strict)
     args_node = node.require("args")
     args = args_node.str_list()
     if not args:
@@ -419,12 +594,18 @@ def _parse_rlimit(node: Node, strict: bool) -> Rlimit:
 def _parse_mount(node: Node, bundle: Path | None, strict: bool) -> Mount:
     node.check_keys(MOUNT_FIELDS, strict=strict)
     extra = _warn_unacted(node, MOUNT_FIELDS, _ACTED[("mount",)])
+    _check_kept_fields(node, MOUNT_KEPT, strict)
     dest_node = node.require("destination")
     dest = dest_node.str()
     if not dest.startswith("/"):
         raise dest_node.error(f"must be an absolute path, got {describe(dest)}")
     if "\0" in dest:
         raise dest_node.error(f"must not contain NUL, got {describe(dest)}")
+    if clean_path(dest) == "/":
+        # runc refuses it too: a mount there would cover the root filesystem.
+        raise dest_node.error(
+            f"cannot mount over the root filesystem (that is root.path), got {describe(dest)}"
+        )
     options: tuple[str, ...] = ()
     if (o := node.get("options")) is not None:
         options = tuple(o.str_list())

@@ -286,3 +286,28 @@ def test_cli_refuses_a_bad_file_access_flag(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "'shared' is not one of 'proxy', 'direct'" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_state_config_checks_the_default_platform_only_when_one_is_needed(tmp_path: Path) -> None:
+    from pyrunsc.core.plugins import Plugins
+
+    without_ptrace = Plugins(disabled=["platform_ptrace"])
+    # Showing mounts runs nothing: the default platform need not be installed...
+    assert State(plugins=without_ptrace).config().platform == "ptrace"
+    # ...but a command that runs something needs it,
+    with pytest.raises(ConfigError, match=r"^--platform: unknown platform 'ptrace'; installed: kvm$"):
+        State(plugins=without_ptrace).config(need_platform=True)
+    # and one chosen explicitly is always checked.
+    with pytest.raises(ConfigError, match="unknown platform 'ptrace'"):
+        State(plugins=without_ptrace, flags={"platform": "ptrace"}).config()
+    dep = load_deployment(_deployment(tmp_path, "platform: kvm"))
+    assert State(plugins=without_ptrace).config(dep).platform == "kvm"
+
+
+def test_cli_refuses_an_empty_root(tmp_path: Path) -> None:
+    result = _mounts(["--root", "", "mounts", "--bundle", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr == "pyrunsc: error: --root: must not be empty (leave --root out for the default)\n"
+    path = _deployment(tmp_path)
+    result = _mounts(["--root", str(tmp_path / "state"), "mounts", "--deployment", str(path)])
+    assert result.exit_code == 0, result.output

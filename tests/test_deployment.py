@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,3 +349,176 @@ def test_cli_inline_spec_mounts_are_relative_to_the_yaml(tmp_path: Path) -> None
     assert rows["/"]["source"] == str(folder / "rootfs")
     assert (rows["/data"]["type"], rows["/data"]["source"]) == ("bind", str(folder / "data"))
     assert rows["/data"]["device"] == "9pfs-/data"
+
+
+# Hostile or broken input.
+
+
+@pytest.mark.timeout(20)
+def test_deeply_nested_inline_spec_is_refused(tmp_path: Path) -> None:
+    # ruamel.yaml's work grows with the square of the depth: 100,000 brackets
+    # would take hours to parse; they are refused as they are read.
+    for depth in (101, 300, 1000, 100_000):
+        path = write(tmp_path / f"d{depth}.yaml", SPEC + "  hooks: " + "[" * depth + "]" * depth + "\n")
+        e = error_of(path)
+        assert e.file == str(path) and e.message == "nested too deeply (more than 100 levels)"
+    # Block nesting too.
+    text = "spec:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(500)) + " " * 501 + "v\n"
+    e = error_of(write(tmp_path / "block.yaml", text))
+    assert e.message == "nested too deeply (more than 100 levels)" and e.line == 101
+    # Up to the limit is fine.
+    path = write(tmp_path / "ok.yaml", SPEC + "  solaris: {anet: " + "[" * 90 + "]" * 90 + "}\n")
+    anet = load_deployment(path).spec.extra["solaris"]["anet"]
+    for _ in range(89):
+        (anet,) = anet
+    assert anet == []
+
+
+def test_huge_integer_is_refused_at_its_position(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", BLOCK_SPEC + "    oomScoreAdj: " + "9" * 5000 + "\n")
+    assert str(error_of(path)) == f"{path}:7:18: spec.process.oomScoreAdj: integer too large (5000 digits)"
+
+
+def _bomb(levels: int) -> str:
+    """A "billion laughs": each level refers to the one before nine times."""
+    lines = ["    a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    prev = "a"
+    for n in "bcdefghijklm"[:levels]:
+        lines.append(f"    {n}: &{n} [" + ", ".join([f"*{prev}"] * 9) + "]")
+        prev = n
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("levels", [7, 9])
+def test_alias_bomb_under_a_kept_field_is_refused_quickly(tmp_path: Path, levels: int) -> None:
+    import time
+
+    path = write(tmp_path / "d.yaml", SPEC + "  hooks:\n" + _bomb(levels))
+    assert path.stat().st_size < 700
+    started = time.monotonic()
+    e = error_of(path)
+    assert time.monotonic() - started < 5
+    assert e.message == "expands to more than 1,000,000 values (YAML aliases repeated?); a spec is far smaller"
+    assert e.field is not None and e.field.startswith("spec.hooks")
+    assert e.line is not None
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", """
+        spec:
+          ociVersion: 1.0.2
+          root: {path: rootfs}
+          process:
+            args: &cmd [sh, -c, "echo hi"]
+            cwd: /
+          mounts:
+            - &tmp {destination: /tmp, type: tmpfs, options: [nosuid, "mode=1777"]}
+            - <<: *tmp
+              destination: /run
+          annotations:
+            org.example/cmd: "x"
+          hooks:
+            poststop: [{path: /bin/sh, args: *cmd}]
+        """)
+    s = load_deployment(path).spec
+    assert [(m.destination, m.type, m.options) for m in s.mounts] == [
+        ("/tmp", "tmpfs", ("nosuid", "mode=1777")), ("/run", "tmpfs", ("nosuid", "mode=1777")),
+    ]
+    assert s.extra["hooks"] == {"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hi"]}]}
+
+
+#: SPEC with a block ``process`` mapping, to add fields to (6 lines).
+BLOCK_SPEC = """\
+spec:
+  ociVersion: 1.0.2
+  root: {path: rootfs}
+  process:
+    args: [sh]
+    cwd: /
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("  linux: {namepsaces: []}\n", "7:11: spec.linux.namepsaces: unknown field; did you mean 'namespaces'?"),
+        ("  linux:\n    namespaces: [{type: pid, pth: /x}]\n",
+         "8:30: spec.linux.namespaces[0].pth: unknown field; did you mean 'path'?"),
+        ("  hooks: {prestrat: []}\n", "7:11: spec.hooks.prestrat: unknown field; did you mean 'prestart'?"),
+        ("  hooks: {prestart: [{path: /x, timout: 1}]}\n",
+         "7:33: spec.hooks.prestart[0].timout: unknown field; did you mean 'timeout'?"),
+        ("    consoleSize: {heigth: 1}\n",
+         "7:19: spec.process.consoleSize.heigth: unknown field; did you mean 'height'?"),
+        ("    scheduler: {policy: SCHED_FIFO, nise: 1}\n",
+         "7:37: spec.process.scheduler.nise: unknown field; did you mean 'nice'?"),
+        ("  mounts:\n    - destination: /m\n      type: tmpfs\n"
+         "      uidMappings: [{containerID: 0, hostId: 1, size: 1}]\n",
+         "10:38: spec.mounts[0].uidMappings[0].hostId: unknown field; did you mean 'hostID'?"),
+        ("  linux: {uidMappings: [{containerId: 0, hostID: 1, size: 1}]}\n",
+         "7:26: spec.linux.uidMappings[0].containerId: unknown field; did you mean 'containerID'?"),
+        ("  linux: {resources: {memory: {limt: 1}}}\n",
+         "7:32: spec.linux.resources.memory.limt: unknown field; did you mean 'limit'?"),
+        ("  linux: {seccomp: {syscalls: [{names: [x], action: y, arg: []}]}}\n",
+         "7:56: spec.linux.seccomp.syscalls[0].arg: unknown field; did you mean 'args'?"),
+        # The containers must have the spec's shape too.
+        ("  hooks: [prestart]\n", '7:10: spec.hooks: expected a mapping, got list ["prestart"]'),
+        ("  hooks: {prestart: {path: /x}}\n",
+         '7:21: spec.hooks.prestart: expected a list, got mapping {"path": "/x"}'),
+        ("  linux: {uidMappings: [1]}\n", "7:25: spec.linux.uidMappings[0]: expected a mapping, got integer 1"),
+    ],
+)
+def test_unknown_keys_inside_kept_fields_are_errors(tmp_path: Path, extra: str, expected: str) -> None:
+    path = write(tmp_path / "d.yaml", BLOCK_SPEC + extra)
+    assert str(error_of(path)) == f"{path}:{expected}"
+
+
+def test_a_mount_over_the_root_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", SPEC + "  mounts: [{destination: /.., type: tmpfs}]\n")
+    assert str(error_of(path)) == (
+        f'{path}:5:26: spec.mounts[0].destination: cannot mount over the root filesystem (that is root.path), got "/.."'
+    )
+
+
+def test_empty_spec_or_bundle(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "name: web\nspec:\n")
+    assert str(error_of(path)) == f"{path}:2:1: spec: is empty; give an inline OCI spec (ociVersion, root, process)"
+    path = write(tmp_path / "e.yaml", "name: web\nbundle:\n")
+    assert str(error_of(path)) == f"{path}:2:1: bundle: is empty; give a folder"
+
+
+def test_a_second_document_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "name: web\n" + SPEC + "---\nname: other\n")
+    assert str(error_of(path)) == (
+        f"{path}:6:1: a deployment is one YAML document; found a second at line 6"
+    )
+
+
+def test_non_regular_files_are_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    assert str(error_of(fifo)) == f"{fifo}: is not a regular file but a FIFO"
+    assert str(error_of(Path("/dev/zero"))) == "/dev/zero: is not a regular file but a character device"
+    assert str(error_of(tmp_path)) == f"{tmp_path}: is a directory, not a file"
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(16 * 2**20 + 1)
+    assert str(error_of(big)) == f"{big}: is larger than 16 MiB; a spec or deployment is far smaller"
+    bad = write(tmp_path / "latin1.yaml", "")
+    bad.write_bytes(b"name: caf\xe9\n")
+    assert str(error_of(bad)) == f"{bad}: not UTF-8 text: invalid continuation byte at byte 9"
+
+
+def test_bundle_path_too_long(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "bundle: " + "b" * 5000 + "\n")
+    e = error_of(path)
+    assert (e.line, e.column, e.field) == (1, 9, "bundle")
+    assert e.message.startswith(f"cannot use '{tmp_path.resolve()}/bbbb") and e.message.endswith(
+        "...': File name too long"
+    )
+
+
+def test_file_name_is_normalised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "conf" / "d.yaml", "runtime:\n  platfrom: kvm\n")
+    monkeypatch.chdir(tmp_path)
+    assert error_of(Path("./conf/../conf//d.yaml")).file == "conf/d.yaml"

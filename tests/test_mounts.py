@@ -320,3 +320,61 @@ def test_runc_default_spec_compiles(plugins: Plugins, tmp_path: Path, caplog: py
     assert "type 'mqueue'" in caplog.text and "type 'cgroup'" in caplog.text
     renv = create_restore_environment(plugins, spec, proxy())
     assert json.loads(json.dumps(renv.to_json()))["9p"] == [ROOT_9P_RO]
+
+
+# The root needs a filesystem; warnings name where a mount was written.
+
+
+def test_root_without_a_filesystem_plugin_is_an_error(plugins: Plugins, tmp_path: Path) -> None:
+    spec = make_spec(str(tmp_path))
+    spec.file = "b/config.json"
+    without_9p = Plugins(disabled=["fs_9p"])
+    for build in (resolve_all, create_restore_environment):
+        with pytest.raises(ConfigError) as e:
+            build(without_9p, spec, proxy())
+        assert str(e.value) == (
+            "b/config.json: root: no filesystem plugin serves 'bind' mounts, which the root filesystem "
+            "needs; fs_9p, which serves them, is disabled by PYRUNSC_DISABLE_PLUGINS"
+        )
+    with pytest.raises(ConfigError, match="fs_9p plugin serves them: is it installed"):
+        resolve_all(Plugins(entry_points=False), spec, proxy())
+    # Other mounts of a type no plugin serves are still only left out.
+    spec.mounts = [Mount("/q", "mqueue", origin=("b/config.json", "mounts[0]"))]
+    assert "/q" not in [r.mount.destination for r in resolve_all(plugins, spec, proxy())]
+
+
+def test_warnings_name_the_file_and_position(
+    plugins: Plugins, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = make_spec(
+        str(tmp_path),
+        Mount("/t", "tmpfs", options=("bogus",), origin=("d.yaml", "spec.mounts[0]"), position=(7, 7)),
+        Mount("/u", "tmpfs", options=("bogus2",), origin=("config.json", "mounts[1]")),
+        Mount("/dev", "tmpfs", origin=("config.json", "mounts[2]")),
+        Mount("/q", "mqueue", origin=("d.yaml", "spec.mounts[3]"), position=(12, 7)),
+    )
+    with caplog.at_level(logging.INFO, logger="pyrunsc"):
+        resolve_all(plugins, spec, proxy())
+    messages = [r.getMessage() for r in caplog.records]
+    assert "d.yaml:7:7: spec.mounts[0].options: ignoring unknown mount option 'bogus'" in messages
+    assert "config.json: mounts[1].options: ignoring unknown mount option 'bogus2'" in messages
+    assert "config.json: mounts[2]: dev mount at '/dev' gives way to the sentry's own" in messages
+    assert (
+        "d.yaml:12:7: spec.mounts[3]: ignoring mount at '/q': no filesystem plugin serves type 'mqueue'"
+        in messages
+    )
+
+
+def test_long_option_values_are_cut_in_messages(
+    plugins: Plugins, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    long = "x" * 5000
+    spec = make_spec(str(tmp_path), Mount("/t", "tmpfs", options=(long,), origin=("config.json", "mounts[0]")))
+    with caplog.at_level(logging.WARNING, logger="pyrunsc"):
+        resolve_all(plugins, spec, proxy())
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message == f"config.json: mounts[0].options: ignoring unknown mount option '{'x' * 77}...'"
+    spec = make_spec(str(tmp_path), Mount("/p", "proc", options=("hidepid=" + long,)))
+    with pytest.raises(ConfigError) as e:
+        resolve_all(plugins, spec, proxy())
+    assert len(str(e.value)) < 200 and "proc does not take option 'hidepid=xxx" in str(e.value)

@@ -591,3 +591,145 @@ def test_env_entries_without_equals_are_refused(tmp_path_factory: pytest.TempPat
 )
 def test_field_paths(parts: tuple[str | int, ...], expected: str) -> None:
     assert format_path(parts) == expected
+
+
+# Hostile or broken input: limits, and messages that name the file and field.
+
+
+def _load_text(tmp_path: Path, text: str) -> ConfigError:
+    bundle = write_bundle(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_bundle(bundle)
+    assert e.value.exit_code == 2
+    return e.value
+
+
+@pytest.mark.parametrize("depth", [101, 900, 1000, 100_000])
+def test_deeply_nested_json_is_refused(tmp_path: Path, depth: int) -> None:
+    spec = json.dumps(minimal())
+    text = spec[:-1] + ', "hooks": {"prestart": ' + "[" * depth + "]" * depth + "}}"
+    e = _load_text(tmp_path, text)
+    assert e.message == "nested too deeply (more than 100 levels)"
+    assert e.file is not None and e.file.endswith("config.json")
+
+
+def test_nesting_up_to_the_limit_is_fine(tmp_path: Path) -> None:
+    spec = minimal()
+    nest: Any = []
+    for _ in range(96):  # the document, solaris, then 97 lists: 99 levels
+        nest = [nest]
+    spec["annotations"] = {}
+    spec["solaris"] = {"anet": nest}
+    assert load_bundle(write_bundle(tmp_path, spec)).extra["solaris"]["anet"] == nest
+
+
+@pytest.mark.parametrize("digits", [4301, 5000, 100_000])
+def test_huge_integers_are_refused_naming_the_field(tmp_path: Path, digits: int) -> None:
+    spec = json.dumps(minimal())
+    text = spec[:-1] + ', "process": {"args": ["sh"], "cwd": "/", "oomScoreAdj": -' + "9" * digits + "}}"
+    e = _load_text(tmp_path, text)
+    assert str(e).endswith(f"config.json: process.oomScoreAdj: integer too large ({digits} digits)")
+
+
+def test_large_integers_in_messages_are_cut(tmp_path: Path) -> None:
+    spec = minimal()
+    spec["process"]["user"] = {"uid": 10**4000, "gid": 0}
+    e = _load_text(tmp_path, json.dumps(spec))
+    assert e.field == "process.user.uid"
+    assert e.message.startswith("must be at most 4294967295, got 1000000") and e.message.endswith("...")
+    assert len(e.message) < 120
+
+
+def test_duplicate_keys_in_config_json_are_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    text = '{"ociVersion": "1.0.2", "root": {"path": "a", "path": "rootfs"}, "hostname": "x", "hostname": "y"}'
+    bundle = write_bundle(tmp_path, text)
+    with caplog.at_level(logging.WARNING, logger="pyrunsc"):
+        s = load_bundle(bundle)
+    # The last value is used, as Go's encoding/json (and so runc) does.
+    assert (s.hostname, s.root.path) == ("y", str(bundle.resolve() / "rootfs"))
+    f = bundle / "config.json"
+    assert sorted(warnings_of(caplog)) == [
+        f"{f}: hostname: duplicate key; the last value is used (as runc does)",
+        f"{f}: root.path: duplicate key; the last value is used (as runc does)",
+    ]
+
+
+@pytest.mark.parametrize("destination", ["/", "/..", "//", "/./", "/a/.."])
+def test_a_mount_over_the_root_is_refused(tmp_path: Path, destination: str) -> None:
+    spec = minimal()
+    spec["mounts"] = [{"destination": "/proc", "type": "proc"}, {"destination": destination, "type": "tmpfs"}]
+    e = _load_text(tmp_path, json.dumps(spec))
+    assert e.field == "mounts[1].destination"
+    assert e.message == (
+        f"cannot mount over the root filesystem (that is root.path), got {json.dumps(destination)}"
+    )
+
+
+def test_unknown_keys_inside_kept_fields_are_warned_in_config_json(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = minimal()
+    spec["process"]["consoleSize"] = {"heigth": 1, "width": 2}
+    spec["hooks"] = {"prestrat": [], "poststop": [{"path": "/bin/true", "timout": 3}]}
+    spec["linux"] = {
+        "namepsaces": [],
+        "namespaces": [{"type": "pid", "pth": "/proc/1/ns/pid"}],
+        "uidMappings": [{"containerID": 0, "hostId": 1000, "size": 1}],
+        "resources": {"memory": {"limt": 1}, "devices": [{"allow": False, "acess": "rwm"}]},
+        "timeOffsets": {"monotonic": {"secs": 1, "nanosec": 2}},
+    }
+    spec["mounts"] = [{"destination": "/m", "type": "tmpfs",
+                       "gidMappings": [{"containerID": 0, "hostID": 1, "sise": 1}]}]
+    bundle = write_bundle(tmp_path, spec)
+    with caplog.at_level(logging.WARNING, logger="pyrunsc"):
+        s = load_bundle(bundle)
+    unknown = sorted(w.split(": ", 1)[1] for w in warnings_of(caplog) if w.endswith("unknown field, ignored"))
+    assert unknown == sorted(f"{p}: unknown field, ignored" for p in (
+        "process.consoleSize.heigth", "hooks.prestrat", "hooks.poststop[0].timout", "linux.namepsaces",
+        "linux.namespaces[0].pth", "linux.uidMappings[0].hostId", "linux.resources.memory.limt",
+        "linux.resources.devices[0].acess", 'linux.timeOffsets.monotonic.nanosec',
+        "mounts[0].gidMappings[0].sise",
+    ))
+    # An unknown linux field is not kept; the rest is kept as written.
+    assert "namepsaces" not in s.linux and s.linux["resources"]["memory"] == {"limt": 1}
+
+
+def test_kept_fields_of_runc_and_the_spec_examples_have_no_unknown_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = minimal()
+    spec["process"].update({
+        "consoleSize": {"height": 24, "width": 80},
+        "scheduler": {"policy": "SCHED_OTHER", "nice": 1},
+        "ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 4},
+        "execCPUAffinity": {"initial": "7", "final": "0-3"},
+    })
+    spec["hooks"] = {name: [{"path": "/bin/true", "args": ["true"], "env": ["A=1"], "timeout": 5}]
+                     for name in ("prestart", "createRuntime", "createContainer", "startContainer",
+                                  "poststart", "poststop")}
+    spec["linux"] = {
+        "namespaces": [{"type": "user", "path": "/proc/1/ns/user"}],
+        "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 32000}],
+        "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 32000}],
+        "timeOffsets": {"monotonic": {"secs": 1, "nanosecs": 2}},
+        "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438,
+                     "uid": 0, "gid": 0}],
+        "netDevices": {"eth0": {"name": "ns0"}},
+        "cgroupsPath": "/myRuntime/myContainer",
+        "resources": {"pids": {"limit": 32}, "hugepageLimits": [{"pageSize": "2MB", "limit": 1}],
+                      "network": {"classID": 1, "priorities": [{"name": "eth0", "priority": 500}]},
+                      "rdma": {"mlx5_1": {"hcaHandles": 3, "hcaObjects": 10000}}, "unified": {"io.max": "x"},
+                      "blockIO": {"weight": 10, "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 600}]}},
+        "rootfsPropagation": "slave",
+        "seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86"],
+                    "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO",
+                                  "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]}]},
+        "sysctl": {"net.ipv4.ip_forward": "1"},
+        "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"], "mountLabel": "x",
+        "intelRdt": {"closID": "guaranteed_group", "l3CacheSchema": "L3:0=7f0"},
+        "personality": {"domain": "LINUX32", "flags": []},
+        "memoryPolicy": {"mode": "MPOL_INTERLEAVE", "nodes": "2-3", "flags": []},
+    }
+    with caplog.at_level(logging.WARNING, logger="pyrunsc"):
+        load_bundle(write_bundle(tmp_path, spec))
+    assert [w for w in warnings_of(caplog) if "unknown" in w] == []

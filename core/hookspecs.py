@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     import click
 
     from .config import Config
-    from .mounts import FdDispenser, RestoreEnvironment
+    from .mounts import FdDispenser, ResolvedMount, RestoreEnvironment
     from .platform import Platform
     from .plugins import Register
+    from .sandbox import GoferStart
     from .spec import Mount, Spec
 
 PROJECT = "pyrunsc"
@@ -143,6 +144,26 @@ def add_restore_mount(
 
     Called once per mount, in mount order, and for each mount in call order.
     Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def start_gofer(spec: Spec, config: Config, mounts: list[ResolvedMount]) -> GoferStart | None:
+    """Start the file server (the gofer) for the mounts that need one.
+
+    :param spec: the loaded OCI spec.
+    :param config: the runtime settings (``config.file_access`` says proxy or direct).
+    :param mounts: the resolved mounts, root first, in compiled order; each
+        has ``fs_name``, ``data`` (whose ``rfdno=N`` numbers the gofer
+        connections 0, 1, 2, ... in order) and ``mount.source``.
+    :return: a :class:`pyrunsc.core.sandbox.GoferStart`: the sandbox's ends of
+        the connections, one connected socket fd per gofer-served mount in
+        order (the sandbox process inherits them and numbers them into the
+        mount data), and the gofer process to wait for; None when no mount
+        needs a gofer, or when the mounts are not yours.
+
+    Called by ``pyrunsc run`` and ``restore`` before the sandbox process
+    starts, once per sandbox. Stops at first non-None result.
     """
 
 

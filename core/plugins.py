@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, PluginError, PyrunscError
 from .hookspecs import hookimpl
 from .mounts import (
     FdDispenser,
@@ -34,16 +34,20 @@ from .mounts import (
     RestoreEnvironment,
     default_compile_mounts,
     default_mount_device,
+    mount_place,
     resolve_mount,
 )
 from .platform import Platform
+from .spec import Mount
 from .vfs.filesystem import FilesystemType
 
 if TYPE_CHECKING:
     import click
 
     from .config import Config
-    from .spec import Mount, Spec
+    from .mounts import ResolvedMount
+    from .sandbox import GoferStart
+    from .spec import Spec
 
 log = logging.getLogger("pyrunsc.plugins")
 
@@ -375,21 +379,92 @@ class Plugins:
     # Hooks.
 
     def compile_mounts(self, spec: Spec, config: Config) -> list[Mount]:
-        mounts: list[Mount] = self.pm.hook.compile_mounts(spec=spec, config=config)
+        mounts = self._call("compile_mounts", "", spec=spec, config=config)
+        if not isinstance(mounts, list) or not all(isinstance(m, Mount) for m in mounts):
+            raise self._bad_result("compile_mounts", "a list of Mount", mounts, spec=spec, config=config)
         return mounts
 
     def mount_device(self, mount: Mount) -> str:
-        device: str = self.pm.hook.mount_device(mount=mount)
+        what = f" for the mount at {mount.destination!r} ({mount_place(mount)})"
+        device = self._call("mount_device", what, mount=mount)
+        if not isinstance(device, str):
+            raise self._bad_result("mount_device", "a string", device, what, mount=mount)
         return device
 
     def add_restore_mount(
         self, config: Config, renv: RestoreEnvironment, mount: Mount, fds: FdDispenser
     ) -> None:
-        self.pm.hook.add_restore_mount(config=config, renv=renv, mount=mount, fds=fds)
+        what = f" for the mount at {mount.destination!r} ({mount_place(mount)})"
+        self._call("add_restore_mount", what, config=config, renv=renv, mount=mount, fds=fds)
+
+    def start_gofer(self, spec: Spec, config: Config, mounts: list[ResolvedMount]) -> GoferStart | None:
+        start = self._call("start_gofer", "", spec=spec, config=config, mounts=mounts)
+        from .sandbox import GoferStart
+
+        if start is not None and not isinstance(start, GoferStart):
+            raise self._bad_result("start_gofer", "a GoferStart or None", start, spec=spec, config=config,
+                                   mounts=mounts)
+        return start
 
     def platform_create(self, config: Config) -> Platform:
-        platform: Platform = self.pm.hook.platform_create(config=config)
+        platform = self._call("platform_create", f" for platform {config.platform!r}", config=config)
+        if not isinstance(platform, Platform):
+            raise self._bad_result("platform_create", "a Platform", platform, config=config)
         return platform
+
+    def _call(self, hook: str, what: str, **kwargs: Any) -> Any:
+        """Call ``hook`` through pluggy. An exception other than a PyrunscError
+        (which plugins raise on purpose) becomes a PluginError naming the
+        plugin whose implementation raised it, found on the traceback; one
+        raised by the core's own implementation is a bug and propagates."""
+        try:
+            return getattr(self.pm.hook, hook)(**kwargs)
+        except PyrunscError:
+            raise
+        except Exception as e:
+            name = self._raiser(hook, e)
+            if name is None or name == CORE_NAME:
+                raise
+            raise PluginError(name, f"{hook} failed{what}: {type(e).__name__}: {e}") from e
+
+    def _raiser(self, hook: str, error: BaseException) -> str | None:
+        """The plugin whose ``hook`` implementation is the innermost one on
+        ``error``'s traceback, or None."""
+        codes = {impl.function.__code__: impl.plugin_name for impl in self._impls(hook)}
+        name = None
+        tb = error.__traceback__
+        while tb is not None:
+            name = codes.get(tb.tb_frame.f_code, name)
+            tb = tb.tb_next
+        return name
+
+    def _bad_result(
+        self, hook: str, expected: str, result: Any, what: str = "", **kwargs: Any
+    ) -> PluginError:
+        """A PluginError for a ``firstresult`` hook that returned ``result``
+        instead of ``expected``. The culprit is found by calling the plain
+        implementations again in call order (these hooks have no side
+        effects): the one that gives the first result, unless a wrapper
+        changed it."""
+        culprit = None
+        first = None
+        for impl in reversed(self._impls(hook)):
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            try:
+                first = _invoke(impl, **kwargs)
+            except Exception:
+                continue
+            if first is not None:
+                culprit = impl.plugin_name
+                break
+        if first is not result and first != result:
+            wrappers = [i.plugin_name for i in self._impls(hook) if i.wrapper or i.hookwrapper]
+            culprit = " or ".join(dict.fromkeys(wrappers)) or culprit
+        got = repr(result)
+        if len(got) > 80:
+            got = got[:77] + "..."
+        return PluginError(culprit or "?", f"{hook} returned {got}{what}, expected {expected}")
 
     def add_commands(self, cli: click.Group) -> None:
         """Let each plugin add commands, in call order; a failing plugin is reported

@@ -213,7 +213,9 @@ def test_builtin_plugins_load_one_by_one_from_the_entry_point_group() -> None:
     for name in BUILTINS:
         i = info(plugins, name)
         assert (i.status, i.error, i.distribution, i.version) == ("loaded", "", "pyrunsc", version)
-        assert i.hooks == ["register_types"]
+        # fs_9p also adds the gofer command and starts the gofer.
+        extra = {"add_commands", "start_gofer"} if name == "fs_9p" else set()
+        assert "register_types" in i.hooks and set(i.hooks) <= {"register_types"} | extra
     registry = plugins.registry
     assert {"9p", "hostfs", "devtmpfs", "devpts", "proc", "sysfs", "tmpfs"} <= set(
         registry.filesystems
@@ -1057,3 +1059,129 @@ def test_installed_broken_plugins_leave_the_rest_working(
     assert by_name["broken_import"]["status"] == by_name["broken_hook"]["status"] == "disabled"
     assert by_name["broken_register"]["status"] == "broken"
     assert "broken_import" not in stderr and "broken_hook" not in stderr
+
+
+# -------------------------------------------------------------------------
+# Plugins failing at mount time are named.
+# -------------------------------------------------------------------------
+
+
+class BadFS(FilesystemType):
+    """A filesystem whose check_option and mount_data fail in ways that are bugs."""
+
+    name = "badfs"
+    mount_types = ("bad",)
+    data_keys = ("k",)
+
+    @classmethod
+    def check_option(cls, key: str, value: str) -> None:
+        if value == "boom":
+            raise KeyError(value)
+        if value == "bad":
+            raise ValueError("k must not be bad")
+
+    @classmethod
+    def mount_data(cls, mount: Mount, config: Config, fds: Any) -> Any:
+        if mount.destination == "/raise":
+            raise RuntimeError("boom")
+        if mount.destination == "/none":
+            return None
+        return super().mount_data(mount, config, fds)
+
+
+class BrokenDevice:
+    """A mount_device implementation that raises for bind mounts."""
+
+    @hookimpl
+    def mount_device(self, mount: Mount) -> str | None:
+        if mount.type == "bind":
+            return {}["boom"]  # type: ignore[no-any-return]
+        return None
+
+
+class NumberDevice:
+    @hookimpl
+    def mount_device(self, mount: Mount) -> Any:
+        return 42 if mount.destination == "/" else None
+
+
+class DroppingWrapper:
+    @hookimpl(wrapper=True)
+    def compile_mounts(self, spec: Any, config: Any) -> Any:
+        yield
+        return None
+
+
+class RaisingPlatformCreate:
+    @hookimpl
+    def platform_create(self, config: Config) -> Any:
+        raise OSError("no /dev/kvm")
+
+
+def _spec_with(tmp_path: Path, *mounts: Mount) -> Any:
+    from pyrunsc.core.spec import Root, Spec
+
+    return Spec(oci_version="1.0.2", root=Root(path=str(tmp_path)), mounts=list(mounts), file="config.json")
+
+
+@pytest.mark.parametrize(
+    ("mount", "message"),
+    [
+        (Mount("/raise", "bad", origin=("config.json", "mounts[0]")),
+         "plugin 'badfs': filesystem 'badfs': mount_data failed for the mount at '/raise' "
+         "(config.json: mounts[0]): RuntimeError: boom"),
+        (Mount("/none", "bad", origin=("config.json", "mounts[0]")),
+         "plugin 'badfs': filesystem 'badfs': mount_data returned an unusable value for the mount at '/none' "
+         "(config.json: mounts[0]): got None, expected (filesystem name, [data options])"),
+        (Mount("/k", "bad", options=("k=boom",), origin=("config.json", "mounts[0]")),
+         "plugin 'badfs': filesystem 'badfs': check_option('k', ...) failed for the mount at '/k' "
+         "(config.json: mounts[0]): KeyError: 'boom'"),
+    ],
+)
+def test_failing_filesystem_type_is_a_plugin_error(tmp_path: Path, mount: Mount, message: str) -> None:
+    plugins = Plugins(inline=[("badfs", Registers([BadFS]))])
+    for build in (resolve_all, create_restore_environment):
+        with pytest.raises(PluginError) as e:
+            build(plugins, _spec_with(tmp_path, mount), config(tmp_path))
+        assert (e.value.plugin, str(e.value), e.value.exit_code) == ("badfs", message, 1)
+    # A ValueError is still bad input, exit status 2.
+    bad = Mount("/k", "bad", options=("k=bad",), origin=("config.json", "mounts[0]"))
+    with pytest.raises(ConfigError, match="k must not be bad"):
+        resolve_all(plugins, _spec_with(tmp_path, bad), config(tmp_path))
+
+
+def test_failing_mount_device_names_its_plugin(tmp_path: Path) -> None:
+    plugins = Plugins(inline=[("devbroken", BrokenDevice())])
+    spec = _spec_with(tmp_path)
+    for build in (resolve_all, create_restore_environment):
+        with pytest.raises(PluginError) as e:
+            build(plugins, spec, config(tmp_path))
+        assert str(e.value) == (
+            "plugin 'devbroken': mount_device failed for the mount at '/' (config.json: root): KeyError: 'boom'"
+        )
+    # The other mounts, not its business, are untouched.
+    assert plugins.mount_device(Mount("/t", "tmpfs")) == "none"
+    with pytest.raises(PluginError, match=r"^plugin 'numbers': mount_device returned 42 for the mount at '/'"):
+        resolve_all(Plugins(inline=[("numbers", NumberDevice())]), spec, config(tmp_path))
+
+
+def test_failing_mount_hooks_through_the_cli_exit_1_naming_the_plugin(bundle: Path) -> None:
+    plugins = Plugins(inline=[("devbroken", BrokenDevice())])
+    result = CliRunner().invoke(cli, ["mounts", "--bundle", str(bundle)], obj=State(plugins=plugins))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"pyrunsc: error: plugin 'devbroken': mount_device failed for the mount at '/' "
+        f"({bundle}/config.json: root): KeyError: 'boom'\n"
+    )
+    result = CliRunner().invoke(cli, ["--debug", "mounts", "--bundle", str(bundle)], obj=State(plugins=plugins))
+    assert result.exit_code == 1 and "Traceback" in result.stderr and "KeyError" in result.stderr
+
+
+def test_bad_compile_mounts_and_platform_create_name_their_plugin(tmp_path: Path) -> None:
+    plugins = Plugins(inline=[("dropper", DroppingWrapper())])
+    with pytest.raises(PluginError, match=r"^plugin 'dropper': compile_mounts returned None, expected a list"):
+        plugins.compile_mounts(_spec_with(tmp_path), config(tmp_path))
+    plugins = Plugins(inline=[("kvmish", RaisingPlatformCreate())])
+    with pytest.raises(PluginError) as e:
+        plugins.platform_create(config(tmp_path))
+    assert str(e.value) == "plugin 'kvmish': platform_create failed for platform 'ptrace': OSError: no /dev/kvm"

@@ -3,6 +3,10 @@
 Global flags follow runc and runsc: ``--root``, ``--log``, ``--log-format``,
 ``--debug``, ``--platform``, ``--file-access``, ``--overlay``, ``--network``,
 ``--strace``. Data goes to stdout; logs and warnings to stderr (or ``--log``).
+The error that ends a command is logged like the rest, as runc does (a JSON
+``{"level": "error", ...}`` line with ``--log-format json``); when logs go to
+a file, stderr still gets it as one line. Control characters in anything
+printed are shown as escapes.
 
 Exit status: 0 on success, 1 on a runtime failure, 2 on bad usage or bad input
 (spec, YAML, options). Bad input never shows a traceback; ``--debug`` shows one
@@ -11,16 +15,21 @@ for real failures.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
+import signal
+import stat
 import sys
 import tempfile
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from types import TracebackType
+from typing import Any, NoReturn, TextIO
 
 import click
 import rich_click
@@ -29,12 +38,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import sandbox
 from .config import FILE_ACCESS, Config
 from .deployment import Deployment, load_deployment
+from .document import visible
 from .errors import ConfigError, PyrunscError
 from .mounts import create_restore_environment, resolve_all
 from .plugins import Plugins
-from .spec import Spec, default_spec, load_bundle
+from .spec import Spec, default_spec, display_path, load_bundle, show_path
+from .state import StateStore
 
 log = logging.getLogger("pyrunsc")
 
@@ -50,18 +62,30 @@ class State:
     flags: dict[str, Any] = field(default_factory=dict)
     root: Path | None = None
     debug: bool = False
+    log_file: str | None = None
+    log_format: str = "text"
+    #: The ``name:`` of the deployment last loaded (the default container ID).
+    deployment_name: str | None = None
 
     def get_plugins(self) -> Plugins:
         if self.plugins is None:
             self.plugins = Plugins()
         return self.plugins
 
-    def config(self, deployment: Deployment | None = None) -> Config:
-        """Flags over the deployment's ``runtime:`` over the defaults."""
+    def config(self, deployment: Deployment | None = None, *, need_platform: bool = False) -> Config:
+        """Flags over the deployment's ``runtime:`` over the defaults.
+
+        The platform must be an installed one when it was chosen explicitly
+        (``--platform``, ``runtime.platform``) or when the command needs one
+        (``need_platform``); a command that runs nothing works without the
+        default platform's plugin."""
         flags = dict(self.flags)
         if self.root is not None:
             flags["root_dir"] = self.root
-        config = Config.resolve(flags, deployment.runtime if deployment else None)
+        runtime = deployment.runtime if deployment else {}
+        config = Config.resolve(flags, runtime)
+        if not (need_platform or "platform" in flags or "platform" in runtime):
+            return config
         platforms = self.get_plugins().registry.platforms
         if config.platform not in platforms:
             raise ConfigError(
@@ -72,14 +96,18 @@ class State:
 
 
 class TextFormatter(logging.Formatter):
-    """``pyrunsc: warning: ...`` on stderr; with a timestamp in a log file."""
+    """``pyrunsc: warning: ...`` on stderr; with a timestamp in a log file.
+    Control characters in messages are shown as escapes (:func:`visible`)."""
 
     def __init__(self, timestamps: bool) -> None:
         super().__init__("%(asctime)s %(level)s %(message)s" if timestamps else "pyrunsc: %(level)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         record.level = record.levelname.lower()
-        return super().format(record)
+        # The formatted copy only: other handlers see the record unchanged.
+        shown = logging.makeLogRecord(record.__dict__)
+        shown.msg, shown.args = visible(record.getMessage()), None
+        return super().format(shown)
 
 
 class JSONFormatter(logging.Formatter):
@@ -96,33 +124,129 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(log_file: Path | None, log_format: str, debug: bool) -> None:
-    """Send pyrunsc's log to ``log_file`` (or stderr) in ``log_format``."""
+class _LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that reports a failed write once, in one line, rather
+    than with logging's traceback for every record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            print(f"pyrunsc: warning: cannot write to the log: {error}", file=sys.__stderr__)
+
+
+@dataclass
+class _LogSetup:
+    """How logs are written now: to ``file`` (None: stderr) in ``format``."""
+
+    file: str | None
+    format: str
+    handler: logging.Handler | None = None
+
+
+#: The current logging setup, for :func:`report_error`.
+_log_setup: _LogSetup | None = None
+
+
+def open_log(path: str) -> TextIO:
+    """``path`` opened for appending log lines; ConfigError ``--log: cannot
+    open ...`` (exit status 2) if it cannot be. A FIFO without a reader is
+    refused rather than waited for."""
+    if not path:
+        raise ConfigError("cannot open '': the path is empty", field="--log")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        raise ConfigError(f"cannot open {show_path(path)}: {e.strerror or e}", field="--log") from None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            # What open(path, "a") does; files such as /proc/version refuse it.
+            os.lseek(fd, 0, os.SEEK_END)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except OSError as e:
+        os.close(fd)
+        raise ConfigError(f"cannot open {show_path(path)}: {e.strerror or e}", field="--log") from None
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def setup_logging(log_file: str | os.PathLike[str] | None, log_format: str, debug: bool) -> None:
+    """Send pyrunsc's log to ``log_file`` (or stderr) in ``log_format``.
+
+    ConfigError (``--log: cannot open ...``) when the file cannot be opened;
+    the previous setup then stays, but errors are reported in ``log_format``
+    on stderr."""
+    global _log_setup
+    path = None if log_file is None else os.fspath(log_file)
+    try:
+        stream = open_log(path) if path is not None else None
+    except ConfigError:
+        _log_setup = _LogSetup(None, log_format)
+        raise
     root = logging.getLogger("pyrunsc")
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
-    handler: logging.Handler
-    if log_file is not None:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler = _LogHandler(stream if stream is not None else sys.stderr)
+    if stream is not None:
         level = logging.DEBUG if debug else logging.INFO
     else:
-        handler = logging.StreamHandler(sys.stderr)
         level = logging.DEBUG if debug else logging.WARNING
     if log_format == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(TextFormatter(timestamps=log_file is not None))
+        handler.setFormatter(TextFormatter(timestamps=stream is not None))
     handler.setLevel(level)
     root.addHandler(handler)
     root.setLevel(level)
+    _log_setup = _LogSetup(path, log_format, handler)
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def report_error(message: str, exc_info: ExcInfo | None = None) -> None:
+    """Report the error that ends the command, as the logs are set up.
+
+    Logs on stderr: one line in the log format (``pyrunsc: error: ...`` or a
+    JSON ``{"level": "error", ...}`` line), with the traceback when given.
+    Logs in a file (``--log``): the entry goes there, and stderr still gets
+    the one-line human message (and the traceback when given)."""
+    record = logging.LogRecord("pyrunsc", logging.ERROR, __file__, 0, message, None, exc_info)
+    setup = _log_setup
+    if setup is not None and setup.file is not None and setup.handler is not None:
+        setup.handler.handle(record)
+        if exc_info is not None:
+            traceback.print_exception(*exc_info, file=sys.stderr)
+        click.echo(f"pyrunsc: error: {visible(message)}", err=True)
+        return
+    formatter: logging.Formatter
+    if setup is not None and setup.format == "json":
+        formatter = JSONFormatter()
+    else:
+        formatter = TextFormatter(timestamps=False)
+    click.echo(formatter.format(record), err=True)
+
+
+def _log_usage_error(error: click.ClickException) -> None:
+    """Record a usage error in the ``--log`` file (click prints it on stderr)."""
+    setup = _log_setup
+    if setup is not None and setup.file is not None and setup.handler is not None:
+        record = logging.LogRecord(
+            "pyrunsc", logging.ERROR, __file__, 0, error.format_message(), None, None
+        )
+        setup.handler.handle(record)
 
 
 def fail(error: PyrunscError, debug: bool) -> NoReturn:
-    """Report ``error`` on stderr and exit with its status."""
+    """Report ``error`` (see :func:`report_error`) and exit with its status;
+    with ``debug``, a runtime failure (not bad input) shows its traceback."""
+    exc_info: ExcInfo | None = None
     if debug and not isinstance(error, ConfigError):
-        traceback.print_exc(file=sys.stderr)
-    click.echo(f"pyrunsc: error: {error}", err=True)
+        exc_info = (type(error), error, error.__traceback__)
+    report_error(str(error), exc_info)
     sys.exit(error.exit_code)
 
 
@@ -134,14 +258,17 @@ class PyrunscGroup(rich_click.RichGroup):
             return super().invoke(ctx)
         except PyrunscError as e:
             fail(e, _debug(ctx))
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
+        except click.ClickException as e:
+            _log_usage_error(e)
+            raise
+        except (click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as e:
-            if _debug(ctx):
-                raise
-            click.echo(
-                f"pyrunsc: internal error: {type(e).__name__}: {e} (run with --debug for a traceback)",
-                err=True,
+            debug = _debug(ctx)
+            hint = "" if debug else " (run with --debug for a traceback)"
+            report_error(
+                f"internal error: {type(e).__name__}: {e}{hint}",
+                (type(e), e, e.__traceback__) if debug else None,
             )
             sys.exit(1)
 
@@ -152,10 +279,11 @@ def _debug(ctx: click.Context) -> bool:
 
 
 @click.group(cls=PyrunscGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for container state [default: /run/pyrunsc as root, else $XDG_RUNTIME_DIR/pyrunsc].")
-@click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write logs to this file instead of stderr.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=str), default=None, metavar="DIR",
+              help="Folder for container state (default: /run/pyrunsc as root, else "
+                   "$XDG_RUNTIME_DIR/pyrunsc, else /tmp/pyrunsc-UID).")
+@click.option("--log", "log_file", default=None, metavar="FILE",
+              help="Write logs to this file (appending) instead of stderr.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log format; json writes {level, msg, time} lines.")
 @click.option("--debug", is_flag=True, help="Debug logs, and tracebacks for runtime failures.")
@@ -169,22 +297,39 @@ def _debug(ctx: click.Context) -> bool:
 @click.option("--strace", is_flag=True, help="Log every system call the sandbox makes.")
 @click.version_option(package_name="pyrunsc", prog_name="pyrunsc")
 @click.pass_context
-def cli(ctx: click.Context, /, root: Path | None, log_file: Path | None, log_format: str, **settings: Any) -> None:
+def cli(ctx: click.Context, /, root: str | None, log_file: str | None, log_format: str, **settings: Any) -> None:
     """pyrunsc: a sandbox runtime whose kernel is written in Python."""
     state = ctx.ensure_object(State)
-    state.root = root
     state.debug = bool(settings["debug"])
+    state.log_file, state.log_format = log_file, log_format
+    setup_logging(log_file, log_format, state.debug)
+    if settings["strace"]:
+        # strace lines are INFO records: let them through whatever the level.
+        logging.getLogger("pyrunsc.strace").setLevel(logging.INFO)
+        for h in logging.getLogger("pyrunsc").handlers:
+            h.setLevel(min(h.level, logging.INFO))
+    if root is not None and not root:
+        raise ConfigError("must not be empty (leave --root out for the default)", field="--root")
+    state.root = Path(root) if root is not None else None
     # Only flags given on the command line take precedence over a deployment.
     state.flags = {
         name: settings[name]
         for name in _SETTINGS
         if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     }
-    setup_logging(log_file, log_format, state.debug)
 
 
 def stdout_console() -> Console:
     return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+def cell(text: str) -> str:
+    """``text`` for a rich table cell: markup escaped, control characters
+    shown as escapes (a spec value must not drive the terminal)."""
+    return escape(visible(text))
+
+
+_FORMAT_HELP = "Output format: a table to read, or JSON for programs."
 
 
 def emit_json(data: Any) -> None:
@@ -195,7 +340,8 @@ def emit_json(data: Any) -> None:
 
 
 @cli.command("plugins")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help=_FORMAT_HELP)
 @click.pass_obj
 def plugins_cmd(state: State, fmt: str) -> None:
     """List plugins: distribution, version, hooks, what they provide, or their error."""
@@ -219,17 +365,17 @@ def plugins_cmd(state: State, fmt: str) -> None:
     for col in ("plugin", "distribution", "version", "provides", "hooks", "status"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        provides = [f"filesystem {escape(f)}" for f in r["filesystems"]]
+        provides = [f"filesystem {cell(f)}" for f in r["filesystems"]]
         for p in r["platforms"]:
-            state_text = "[green]available[/]" if p["available"] else f"[yellow]unavailable: {escape(p['reason'])}[/]"
-            provides.append(f"platform {escape(p['name'])} ({state_text})")
+            state_text = "[green]available[/]" if p["available"] else f"[yellow]unavailable: {cell(p['reason'])}[/]"
+            provides.append(f"platform {cell(p['name'])} ({state_text})")
         status = {"loaded": "[green]loaded[/]", "disabled": "[dim]disabled[/]"}.get(
-            r["status"], f"[red]broken: {escape(r['error'] or '')}[/]"
+            r["status"], f"[red]broken: {cell(r['error'] or '')}[/]"
         )
         if r["status"] == "disabled":
-            status += f" [dim]({escape(r['error'] or '')})[/]"
+            status += f" [dim]({cell(r['error'] or '')})[/]"
         table.add_row(
-            escape(r["name"]), escape(r["distribution"]), escape(r["version"]),
+            cell(r["name"]), cell(r["distribution"]), cell(r["version"]),
             "\n".join(provides), ", ".join(r["hooks"]), status,
         )
     stdout_console().print(table)
@@ -244,15 +390,20 @@ def plugins_cmd(state: State, fmt: str) -> None:
 def spec_cmd(bundle: Path) -> None:
     """Write a default config.json for a bundle, like `runc spec`."""
     target = bundle / "config.json"
-    if target.exists():
-        raise ConfigError("already exists; remove it first", file=str(target))
+    shown = display_path(target)
+    if os.path.lexists(target):
+        raise ConfigError("already exists; remove it first", file=shown)
+    if os.path.lexists(bundle) and not os.path.isdir(bundle):
+        raise ConfigError(f"{show_path(bundle)} is not a folder", field="--bundle")
     try:
         bundle.mkdir(parents=True, exist_ok=True)
         write_atomic(target, json.dumps(default_spec(), indent="\t") + "\n", replace=False)
     except FileExistsError:
-        raise ConfigError("already exists; remove it first", file=str(target)) from None
+        raise ConfigError("already exists; remove it first", file=shown) from None
     except OSError as e:
-        raise PyrunscError(f"cannot write {target}: {e.strerror or e}") from e
+        if e.errno == errno.ENAMETOOLONG:
+            raise ConfigError(f"cannot use {show_path(bundle)}: {e.strerror}", field="--bundle") from None
+        raise PyrunscError(f"cannot write {shown}: {e.strerror or e}") from e
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644, *, replace: bool = True) -> None:
@@ -279,14 +430,17 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, *, replace: bool = Tr
 # pyrunsc mounts
 
 
-def load_input(state: State, bundle: Path | None, deployment: Path | None) -> tuple[Spec, Config]:
+def load_input(
+    state: State, bundle: Path | None, deployment: Path | None, *, need_platform: bool = False
+) -> tuple[Spec, Config]:
     """The spec and settings from ``--bundle`` or ``--deployment`` (default: bundle ``.``)."""
     if bundle is not None and deployment is not None:
         raise click.UsageError("give --bundle or --deployment, not both")
     if deployment is not None:
         plugins = state.get_plugins()
         dep = load_deployment(deployment, platforms=sorted(plugins.registry.platforms))
-        config = state.config(dep)
+        state.deployment_name = dep.name
+        config = state.config(dep, need_platform=need_platform)
         if config.debug and not state.debug:
             # runtime.debug in the deployment means what --debug means.
             state.debug = True
@@ -295,16 +449,17 @@ def load_input(state: State, bundle: Path | None, deployment: Path | None) -> tu
             for handler in root.handlers:
                 handler.setLevel(logging.DEBUG)
         return dep.spec, config
-    return load_bundle(bundle or Path(".")), state.config()
+    return load_bundle(bundle or Path(".")), state.config(need_platform=need_platform)
 
 
 @cli.command("mounts")
 @click.option("--bundle", "-b", type=click.Path(path_type=Path), default=None,
-              help="Bundle folder with config.json [default: .].")
+              help="Bundle folder with config.json (default: the current folder).")
 @click.option("--deployment", "-d", type=click.Path(path_type=Path), default=None,
               help="YAML deployment file.")
 @click.option("--restore-env", is_flag=True, help="Show the restore environment instead.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help=_FORMAT_HELP)
 @click.pass_obj
 def mounts_cmd(state: State, bundle: Path | None, deployment: Path | None, restore_env: bool, fmt: str) -> None:
     """Show the compiled mounts of a bundle or deployment, or its restore environment."""
@@ -320,7 +475,7 @@ def mounts_cmd(state: State, bundle: Path | None, deployment: Path | None, resto
             table.add_column(col, overflow="fold")
         for name, args in renv.mount_sources.items():
             for a in args:
-                table.add_row(escape(name), escape(a.dev), ",".join(a.flags.names()), escape(a.data))
+                table.add_row(cell(name), cell(a.dev), ",".join(a.flags.names()), cell(a.data))
         stdout_console().print(table)
         return
     resolved = resolve_all(plugins, spec, config)
@@ -340,28 +495,187 @@ def mounts_cmd(state: State, bundle: Path | None, deployment: Path | None, resto
     if fmt == "json":
         emit_json(rows)
         return
-    table = Table(title=f"compiled mounts of {escape(spec.file)}", title_justify="left")
+    table = Table(title=f"compiled mounts of {cell(spec.file)}", title_justify="left")
     for col in ("destination", "type", "filesystem", "device", "flags", "data", "source"):
         table.add_column(col, overflow="fold")
     for row in rows:
         fs_name = row["filesystem"] + (" +overlay" if row["overlay"] else "")
         table.add_row(
-            escape(row["destination"]), escape(row["type"]), escape(fs_name), escape(row["device"]),
-            ",".join(row["flags"]), escape(row["data"]), escape(row["source"]),
+            cell(row["destination"]), cell(row["type"]), cell(fs_name), cell(row["device"]),
+            ",".join(row["flags"]), cell(row["data"]), cell(row["source"]),
         )
     stdout_console().print(table)
 
 
-def _flag_value(args: list[str], flag: str, kind: type[Any]) -> Any:
-    """The value of a global ``flag`` given as ``--flag V`` or ``--flag=V``, before the command."""
-    for i, arg in enumerate(args):
-        if not arg.startswith("-"):
-            return None  # the subcommand: global flags come before it
-        if arg == flag and i + 1 < len(args):
-            return kind(args[i + 1])
-        if arg.startswith(flag + "="):
-            return kind(arg.split("=", 1)[1])
-    return None
+
+# Running containers (runc's run, state, list, kill, delete).
+
+
+def parse_signal(text: str) -> int:
+    """A signal as runc takes it: a name with or without SIG, or a number."""
+    t = text.strip().upper()
+    if t.isdigit():
+        n = int(t)
+        if 1 <= n <= 64:
+            return n
+    else:
+        name = t if t.startswith("SIG") else "SIG" + t
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            pass
+    raise ConfigError(f"unknown signal {text!r}; give a name like TERM or SIGKILL, or a number 1-64",
+                      field="SIGNAL")
+
+
+def _store(state: State, config: Config | None = None) -> StateStore:
+    root = state.root or (config.root_dir if config else Config.resolve({}, None).root_dir)
+    return StateStore(root)
+
+
+def _global_args(state: State, config: Config) -> list[str]:
+    """The global flags to hand to the sandbox process so it sees what we saw."""
+    args = ["--root", str(config.root_dir), "--platform", config.platform, "--file-access", config.file_access,
+            "--network", config.network, "--overlay" if config.overlay else "--no-overlay"]
+    if config.debug:
+        args.append("--debug")
+    if config.strace:
+        args.append("--strace")
+    if state.log_file is not None:
+        args += ["--log", str(state.log_file)]
+    args += ["--log-format", state.log_format]
+    return args
+
+
+def _container_id(given: str | None, deployment: Path | None, state: State) -> str:
+    if given:
+        return given
+    if deployment is not None:
+        name = state.deployment_name
+        if name:
+            return name
+    raise click.UsageError("give a container ID (or a `name:` in the deployment)")
+
+
+input_options = [
+    click.option("--bundle", "-b", type=click.Path(path_type=Path), default=None,
+                 help="Bundle folder with config.json (default: the current folder)."),
+    click.option("--deployment", "-d", type=click.Path(path_type=Path), default=None, help="YAML deployment file."),
+]
+
+
+def with_input(fn: Any) -> Any:
+    for opt in reversed(input_options):
+        fn = opt(fn)
+    return fn
+
+
+@cli.command("run")
+@with_input
+@click.option("--detach", is_flag=True, help="Return once the container runs; it keeps the stdio given to it.")
+@click.option("--pid-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the sandbox process's pid to this file.")
+@click.argument("container_id", required=False)
+@click.pass_context
+def run_cmd(ctx: click.Context, bundle: Path | None, deployment: Path | None, detach: bool, pid_file: Path | None,
+            container_id: str | None) -> None:
+    """Create and run a container; exit with its status (128+N if killed by signal N)."""
+    state: State = ctx.obj
+    spec, config = load_input(state, bundle, deployment, need_platform=True)
+    cid = _container_id(container_id, deployment, state)
+    source = ["--deployment", str(deployment.resolve())] if deployment else ["--bundle", str(Path(spec.bundle or "."))]
+    code = sandbox.start(_store(state, config), spec, config, cid, _global_args(state, config), source,
+                         detach=detach, pid_file=pid_file)
+    ctx.exit(code)
+
+
+@cli.command("boot", hidden=True)
+@with_input
+@click.argument("container_id")
+@click.pass_context
+def boot_cmd(ctx: click.Context, bundle: Path | None, deployment: Path | None, container_id: str) -> None:
+    """The sandbox process (started by `run`; not for direct use)."""
+    state: State = ctx.obj
+    if not state.debug:
+        # `run` already showed the spec's warnings; don't repeat them.
+        logging.getLogger("pyrunsc.config").setLevel(logging.ERROR)
+        logging.getLogger("pyrunsc.mounts").setLevel(logging.ERROR)
+    spec, config = load_input(state, bundle, deployment, need_platform=True)
+    ctx.exit(sandbox.run_sandbox(state.get_plugins(), spec, config, _store(state, config), container_id))
+
+
+@cli.command("state")
+@click.argument("container_id")
+@click.pass_obj
+def state_cmd(state: State, container_id: str) -> None:
+    """Print a container's OCI state as JSON."""
+    emit_json(_store(state).load(container_id).oci())
+
+
+@cli.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
+@click.pass_obj
+def list_cmd(state: State, fmt: str) -> None:
+    """List containers under --root."""
+    rows = [s.oci() for s in _store(state).list()]
+    if fmt == "json":
+        emit_json(rows)
+        return
+    table = Table(title="containers", title_justify="left")
+    for col in ("id", "pid", "status", "bundle", "created"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(escape(r["id"]), str(r["pid"]), r["status"], escape(r["bundle"]), r["created"])
+    stdout_console().print(table)
+
+
+@cli.command("kill")
+@click.argument("container_id")
+@click.argument("signal_name", metavar="[SIGNAL]", required=False, default="TERM")
+@click.pass_obj
+def kill_cmd(state: State, container_id: str, signal_name: str) -> None:
+    """Send SIGNAL (default TERM) to the container's init."""
+    sandbox.kill(_store(state), container_id, parse_signal(signal_name))
+
+
+@cli.command("delete")
+@click.option("--force", "-f", is_flag=True, help="Kill a running container first.")
+@click.argument("container_id")
+@click.pass_obj
+def delete_cmd(state: State, force: bool, container_id: str) -> None:
+    """Delete a stopped container (and its state)."""
+    sandbox.delete(_store(state), container_id, force=force)
+
+
+def _global_flags(args: list[str]) -> dict[str, str]:
+    """The global flags given before the command (``--log V``, ``--log=V``,
+    ``--debug``), found without click, which parses them only after the
+    plugins have loaded. The values of the global flags that take one are
+    skipped, so ``--root /x --log f`` finds ``--log``; a later flag of the
+    same name wins, as in click."""
+    takes_value = {
+        opt for p in cli.params if isinstance(p, click.Option) and not p.is_flag and not p.count
+        for opt in p.opts
+    }
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or arg == "-" or not arg.startswith("-"):
+            break  # the subcommand: global flags come before it
+        name, eq, value = arg.partition("=")
+        if name in takes_value:
+            if not eq:
+                if i + 1 >= len(args):
+                    break
+                i += 1
+                value = args[i]
+            found[name] = value
+        elif arg == "--debug":
+            found[arg] = ""
+        i += 1
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -370,8 +684,9 @@ def main(argv: list[str] | None = None) -> None:
     # Plugins load (and may warn) before click parses the flags: honour the
     # logging flags already.
     args = sys.argv[1:] if argv is None else argv
-    setup_logging(_flag_value(args, "--log", Path), _flag_value(args, "--log-format", str) or "text", "--debug" in args)
+    flags = _global_flags(args)
     try:
+        setup_logging(flags.get("--log"), flags.get("--log-format") or "text", "--debug" in flags)
         state.get_plugins().add_commands(cli)
     except PyrunscError as e:
         fail(e, False)

@@ -9,9 +9,12 @@ which is what a path resolves to.
 
 from __future__ import annotations
 
+import errno
 import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
+
+from ..errors import SyscallError
 
 if TYPE_CHECKING:
     from ..mounts import MountFlags
@@ -43,7 +46,12 @@ class Dentry:
         cached = self.children.get(name)
         if cached is not None and (self.inode.sb.cache_dentries or cached.mounts):
             return cached
-        inode = self.inode.lookup(name)
+        try:
+            inode = self.inode.lookup(name)
+        except SyscallError as e:
+            if cached is not None and e.errno == errno.ENOENT:
+                self.drop(name)  # gone by itself (a proc pid): forget it
+            raise
         if cached is not None and cached.inode is inode:
             return cached
         d = Dentry(inode, name, self)

@@ -140,6 +140,9 @@ class OverlaySuperblock(Superblock):
         self._read_only = False
         super().__init__("overlay", OVERLAYFS_SUPER_MAGIC, read_only=read_only, clock=upper.now)
         self.cache_dentries = upper.cache_dentries and lower.cache_dentries
+        #: A merged directory reports nlink 1, as Linux's overlayfs does;
+        #: stub overlays turn this off to look exactly like their upper.
+        self.merged_nlink_one = True
         #: Each layer inode's overlay inode, so that a file keeps one overlay
         #: inode (and inode number) however it is reached and across copy-up.
         self.by_upper: dict[Inode, OverlayInode] = {}
@@ -398,7 +401,7 @@ class OverlayInode(Inode):
     @property
     def nlink(self) -> int:
         nlink = self.layer.nlink
-        return 1 if nlink and self.is_merged() else nlink
+        return 1 if nlink and self.is_merged() and self.sb.merged_nlink_one else nlink
 
     @nlink.setter
     def nlink(self, value: int) -> None:

@@ -182,6 +182,7 @@ class PipeInode(Inode):
         super().__init__(sb, S_IFIFO | 0o600, uid, gid)
         self.btime = None
         self.pipe = Pipe(capacity)
+        self.fifo = self.pipe  # /proc/self/fd/N reopens this pipe, not a new one
 
     @property
     def size(self) -> int:

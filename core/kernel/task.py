@@ -1,0 +1,89 @@
+"""Tasks (gVisor ``kernel.Task``; Linux ``struct task_struct``).
+
+A task is one thread of application code: its registers, its platform
+context, its address space (``mm``), its filesystem view (``fs``: root, cwd,
+credentials, umask), its FD table, its limits and its signal dispositions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..abi import RLIM_INFINITY, RLIMITS
+
+if TYPE_CHECKING:
+    from ..arch import Registers
+    from ..mm.mm import MemoryManager
+    from ..platform import Context
+    from ..vfs.fdtable import FDTable
+    from ..vfs.namei import FSContext
+    from .auth import Credentials
+    from .kernel import Kernel
+
+RLIMIT = {name: i for i, name in enumerate(RLIMITS)}
+
+
+def default_rlimits() -> dict[int, tuple[int, int]]:
+    """The limits of a new sandbox's init (gVisor ``limits.NewLinuxLimitSet``)."""
+    inf = RLIM_INFINITY
+    limits = {i: (inf, inf) for i in range(len(RLIMITS))}
+    limits[RLIMIT["RLIMIT_STACK"]] = (8 << 20, inf)
+    limits[RLIMIT["RLIMIT_CORE"]] = (0, inf)
+    limits[RLIMIT["RLIMIT_NOFILE"]] = (1024, 1048576)
+    limits[RLIMIT["RLIMIT_MEMLOCK"]] = (8 << 20, 8 << 20)
+    limits[RLIMIT["RLIMIT_SIGPENDING"]] = (0, 0)
+    limits[RLIMIT["RLIMIT_MSGQUEUE"]] = (819200, 819200)
+    limits[RLIMIT["RLIMIT_NICE"]] = (0, 0)
+    limits[RLIMIT["RLIMIT_RTPRIO"]] = (0, 0)
+    return limits
+
+
+@dataclass
+class SignalAction:
+    """One rt_sigaction entry: handler address (0 default, 1 ignore), flags,
+    restorer and mask."""
+
+    handler: int = 0
+    flags: int = 0
+    restorer: int = 0
+    mask: int = 0
+
+
+@dataclass(eq=False)
+class Task:
+    """One thread; for now every task leads its own thread group (tgid == tid)."""
+
+    kernel: Kernel
+    tid: int
+    regs: Registers
+    mm: MemoryManager
+    fs: FSContext
+    fdtable: FDTable
+    context: Context | None = None
+    parent: Task | None = None
+    comm: str = ""
+    rlimits: dict[int, tuple[int, int]] = field(default_factory=default_rlimits)
+    clear_child_tid: int = 0
+    robust_list: tuple[int, int] = (0, 0)
+    sigmask: int = 0
+    actions: dict[int, SignalAction] = field(default_factory=dict)
+    altstack: tuple[int, int, int] = (0, 2, 0)  # (sp, flags=SS_DISABLE, size)
+    pdeath_signal: int = 0
+    no_new_privs: bool = False
+    #: Monotonic ns when the task was created (/proc/PID/stat starttime).
+    start_time: int = 0
+    pgid: int = 0
+    sid: int = 0
+
+    @property
+    def tgid(self) -> int:
+        return self.tid
+
+    @property
+    def creds(self) -> Credentials:
+        return self.fs.creds
+
+    def rlimit(self, name: str) -> int:
+        """The soft limit ``name`` (``"RLIMIT_NOFILE"``)."""
+        return self.rlimits[RLIMIT[name]][0]

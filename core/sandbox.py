@@ -1,0 +1,161 @@
+"""Sandbox control: starting the sandbox process, running it, and reporting
+its end (gVisor ``runsc/sandbox`` and ``runsc/cmd/boot.go``).
+
+``pyrunsc run`` starts ``pyrunsc boot`` as the sandbox process (it inherits
+the caller's stdio) and, in the foreground, waits for it and exits with the
+container's status: its exit code, or 128+N when a signal N killed it. With
+``--detach`` it returns once the container runs. Signals sent to the sandbox
+process (``pyrunsc kill``) are forwarded to the container's init.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from .config import Config
+from .errors import PyrunscError
+from .loader import boot
+from .plugins import Plugins
+from .spec import Spec
+from .state import ContainerState, StateStore
+
+log = logging.getLogger("pyrunsc.sandbox")
+
+@dataclass
+class GoferStart:
+    """What the ``start_gofer`` hook gives back: ``fds``, the sandbox's ends of
+    the gofer connections (connected sockets, one per gofer-served mount, root
+    first), and ``process``, the gofer to reap once the sandbox is done."""
+
+    fds: list[int]
+    process: subprocess.Popen[bytes] | None = None
+
+
+#: Host signals the sandbox forwards to the container's init.
+FORWARDED = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+    signal.SIGALRM, signal.SIGWINCH, signal.SIGCONT,
+)
+
+
+def run_sandbox(plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str) -> int:
+    """The sandbox process's main: boot, mark running, run init, mark stopped.
+
+    Returns the container's status for the process exit code.
+    """
+    state = store.load(cid)
+    sandbox = boot(plugins, spec, config)
+    kernel, init = sandbox.kernel, sandbox.init
+
+    def forward(signo: int, _frame: object) -> None:
+        kernel.pending_kill = signo
+        if init.context is not None:
+            init.context.interrupt()
+
+    for s in FORWARDED:
+        signal.signal(s, forward)
+    me = psutil.Process()
+    state.status, state.pid, state.start_time = "running", me.pid, me.create_time()
+    store.save(state)
+    try:
+        status = kernel.run(init)
+    finally:
+        for s in FORWARDED:
+            signal.signal(s, signal.SIG_DFL)
+        sandbox.close()
+    state.status, state.exit_status = "stopped", status.shell_status
+    store.save(state)
+    if status.signal:
+        log.info("container %s: init killed by signal %d", cid, status.signal)
+    return status.shell_status
+
+
+def boot_command(global_args: list[str], source: list[str], cid: str) -> list[str]:
+    """The argv that starts the sandbox process for container ``cid``;
+    ``source`` is ``["--bundle", DIR]`` or ``["--deployment", FILE]``."""
+    return [sys.executable, "-c", "from pyrunsc.core.cli import main; main()", *global_args, "boot",
+            *source, cid]
+
+
+def start(
+    store: StateStore, spec: Spec, config: Config, cid: str, global_args: list[str], source: list[str], *,
+    detach: bool, pid_file: Path | None = None,
+) -> int:
+    """``pyrunsc run``: create the container's state, start the sandbox process
+    and, unless ``detach``, wait for it and return the container's status.
+    As ``runc run``, a foreground container is deleted once it exits, and a
+    container that failed to start leaves no state."""
+    bundle = Path(spec.bundle or ".")
+    state = ContainerState(id=cid, bundle=str(bundle), annotations=spec.annotations, platform=config.platform)
+    store.create(state)
+    try:
+        proc = subprocess.Popen(
+            boot_command(global_args, source, cid), start_new_session=detach, close_fds=True,
+        )
+    except OSError as e:
+        store.delete(cid)
+        raise PyrunscError(f"cannot start the sandbox process: {e}") from None
+    if pid_file is not None:
+        pid_file.write_text(f"{proc.pid}")
+    if detach:
+        # Return once the container runs (or failed to start).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = store.load(cid)
+            if st.status == "running":
+                return 0
+            if proc.poll() is not None:
+                if store.load(cid).exit_status is None:
+                    store.delete(cid)  # it never ran
+                return proc.returncode
+            time.sleep(0.01)
+        raise PyrunscError(f"container {cid!r} did not start within 30 s")
+
+    def forward(signo: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signo)
+
+    old = {s: signal.signal(s, forward) for s in FORWARDED}
+    try:
+        code = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    store.delete(cid)
+    return code if code >= 0 else 128 - code
+
+
+def kill(store: StateStore, cid: str, signo: int) -> None:
+    state = store.load(cid)
+    if state.status not in ("created", "running"):
+        raise PyrunscError(f"container {cid!r} is not running")
+    try:
+        os.kill(state.pid, signo)
+    except ProcessLookupError:
+        raise PyrunscError(f"container {cid!r} is not running") from None
+
+
+def delete(store: StateStore, cid: str, *, force: bool) -> None:
+    """Remove a stopped container; with ``force`` kill a running one first."""
+    state = store.load(cid)
+    if state.status in ("created", "running"):
+        if not force:
+            raise PyrunscError(f"container {cid!r} is {state.status}; stop it or use --force")
+        try:
+            os.kill(state.pid, signal.SIGKILL)
+            psutil.Process(state.pid).wait(timeout=10)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+        except psutil.TimeoutExpired:
+            raise PyrunscError(f"container {cid!r} did not stop after SIGKILL") from None
+    store.delete(cid)

@@ -1,0 +1,148 @@
+"""The system call table (gVisor ``pkg/sentry/syscalls/linux``; Linux
+``arch/x86/entry/syscalls/syscall_64.tbl``).
+
+Handlers are small functions registered by name with :func:`syscall`; each
+decodes its arguments, calls into the VFS, mm or kernel, and returns the
+result, or raises SyscallError for ``-errno``. A number with no handler
+returns ENOSYS and is logged once by name.
+
+Importing this package registers every handler (the modules below).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import SyscallError
+from .numbers import NAMES, NUMBERS
+
+if TYPE_CHECKING:
+    from ..kernel.task import Task
+
+log = logging.getLogger("pyrunsc.syscalls")
+strace_log = logging.getLogger("pyrunsc.strace")
+
+Handler = Callable[..., int]
+
+
+@dataclass
+class Syscall:
+    """One table entry: ``args`` are strace formats, one per argument:
+    ``i`` int, ``x`` hex, ``s`` path string, ``b`` buffer written by the
+    caller (its length is the next argument), ``o`` buffer the call fills,
+    ``p`` pointer."""
+
+    nr: int
+    name: str
+    fn: Handler
+    args: str
+    #: How many of the six argument registers the handler takes.
+    nargs: int
+
+
+TABLE: dict[int, Syscall] = {}
+_warned: set[int] = set()
+
+
+def syscall(name: str, args: str = "") -> Callable[[Handler], Handler]:
+    """Register the decorated handler for system call ``name``."""
+
+    def register(fn: Handler) -> Handler:
+        nr = NUMBERS[name]
+        TABLE[nr] = Syscall(nr, name, fn, args, fn.__code__.co_argcount - 1)
+        return fn
+
+    return register
+
+
+class TaskExit(Exception):
+    """Raised by exit and exit_group: the task (or its thread group) ends."""
+
+    def __init__(self, status: int, group: bool) -> None:
+        self.status = status
+        self.group = group
+        super().__init__(status)
+
+
+MASK64 = (1 << 64) - 1
+
+
+def to_signed(v: int) -> int:
+    return v - (1 << 64) if v & (1 << 63) else v
+
+
+def dispatch(task: Task) -> None:
+    """Serve the system call in ``task.regs``; sets ``rax``. TaskExit propagates."""
+    regs = task.regs
+    nr = regs.orig_rax
+    entry = TABLE.get(nr)
+    args = regs.syscall_args()
+    if entry is None:
+        if nr not in _warned:
+            _warned.add(nr)
+            log.info("unsupported system call %s (%d): returning ENOSYS", NAMES.get(nr, f"#{nr}"), nr)
+        ret = -errno.ENOSYS
+    else:
+        try:
+            ret = entry.fn(task, *args[: entry.nargs])
+        except SyscallError as e:
+            ret = -e.errno
+        except TaskExit:
+            if task.kernel.strace:
+                strace_log.info("[%4d] %s(%s) = ?", task.tid, entry.name, format_args(task, entry, args))
+            raise
+    if task.kernel.strace:
+        name = entry.name if entry else NAMES.get(nr, str(nr))
+        shown = format_args(task, entry, args) if entry else ", ".join(hex(a) for a in args)
+        strace_log.info("[%4d] %s(%s) = %s", task.tid, name, shown, format_result(ret))
+    regs.rax = ret & MASK64
+
+
+def format_result(ret: int) -> str:
+    if -4095 <= ret < 0:
+        return f"-1 {errno.errorcode.get(-ret, -ret)} ({os.strerror(-ret)})"
+    return hex(ret) if ret > 0xFFFF else str(ret)
+
+
+def format_args(task: Task, entry: Syscall | None, args: tuple[int, ...]) -> str:
+    """Arguments decoded for --strace, like runsc's strace output."""
+    if entry is None:
+        return ", ".join(hex(a) for a in args)
+    out: list[str] = []
+    for i, kind in enumerate(entry.args):
+        v = args[i]
+        out.append(_format_one(task, kind, v, args[i + 1] if i + 1 < len(args) else 0))
+    return ", ".join(out)
+
+
+def _format_one(task: Task, kind: str, v: int, nxt: int) -> str:
+    try:
+        if kind == "i":
+            return str(to_signed(v) if v >> 63 else v)
+        if kind == "s":
+            return repr(task.mm.read_cstring(v, 4096).decode("utf-8", "backslashreplace"))
+        if kind == "b":
+            data = task.mm.copy_in(v, min(nxt, 64))
+            return f"{v:#x} {data!r}{'...' if nxt > 64 else ''}"
+    except SyscallError:
+        return f"{v:#x}"
+    return hex(v)
+
+
+def _load() -> None:
+    import importlib
+
+    for module in ("fs", "info", "mm", "process", "signal", "time"):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def handler_names() -> list[str]:
+    return sorted(e.name for e in TABLE.values())
+
+
+_load()

@@ -1,0 +1,141 @@
+"""Host file descriptions: the container's stdin, stdout and stderr.
+
+The sandbox inherits the caller's stdio; the sentry wraps each host fd as a
+file description (gVisor ``fsimpl/host``). Reads and writes go straight to the
+host fd; a terminal answers TCGETS and TIOCGWINSZ from the host, anything else
+is ENOTTY. On restore the descriptions are re-bound to the restoring caller's
+stdio (:meth:`HostInode.rebind`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat as st
+import termios
+
+from ..errors import SyscallError
+from .file import FileDescription, FileOps
+from .inode import Inode, Stat, Superblock
+from .mount import Dentry, Mount, VirtualDentry
+
+HOSTFS_MAGIC = 0x0
+
+TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
+TIOCGWINSZ, TIOCSWINSZ, TIOCGPGRP, TIOCSPGRP, FIONREAD = 0x5413, 0x5414, 0x540F, 0x5410, 0x541B
+
+
+class HostSuperblock(Superblock):
+    """The anonymous filesystem host file descriptions live on."""
+
+    def __init__(self) -> None:
+        super().__init__("host", HOSTFS_MAGIC)
+
+
+class HostInode(Inode):
+    """A host fd seen from the sandbox; stat comes from the host."""
+
+    def __init__(self, sb: HostSuperblock, host_fd: int) -> None:
+        self.host_fd = host_fd
+        s = os.fstat(host_fd)
+        super().__init__(sb, s.st_mode, s.st_uid, s.st_gid)
+
+    def rebind(self, host_fd: int) -> None:
+        self.host_fd = host_fd
+
+    def stat(self) -> Stat:
+        s = os.fstat(self.host_fd)
+        return Stat(
+            dev=self.sb.dev, ino=self.ino, mode=s.st_mode, nlink=s.st_nlink, uid=s.st_uid, gid=s.st_gid,
+            rdev=s.st_rdev, size=s.st_size, blksize=s.st_blksize, blocks=s.st_blocks,
+            atime=s.st_atime_ns, mtime=s.st_mtime_ns, ctime=s.st_ctime_ns,
+        )
+
+    @property
+    def size(self) -> int:
+        return os.fstat(self.host_fd).st_size
+
+    def open(self, fd: FileDescription) -> FileOps:
+        return HostFileOps(self)
+
+
+class HostFileOps(FileOps):
+    """I/O on a host fd. A regular host file is seekable with the sentry's own
+    offset (pread/pwrite); pipes, sockets and terminals are not."""
+
+    def __init__(self, inode: HostInode) -> None:
+        self.inode = inode
+        self.seekable = st.S_ISREG(os.fstat(inode.host_fd).st_mode)
+
+    def read(self, fd: FileDescription, length: int, offset: int) -> bytes:
+        try:
+            if self.seekable:
+                return os.pread(self.inode.host_fd, length, offset)
+            return os.read(self.inode.host_fd, length)
+        except BlockingIOError:
+            raise SyscallError(errno.EAGAIN) from None
+        except OSError as e:
+            raise SyscallError(e.errno or errno.EIO) from None
+
+    def write(self, fd: FileDescription, data: bytes, offset: int) -> int:
+        try:
+            if self.seekable:
+                return os.pwrite(self.inode.host_fd, data, offset)
+            return os.write(self.inode.host_fd, data)
+        except BlockingIOError:
+            raise SyscallError(errno.EAGAIN) from None
+        except OSError as e:
+            raise SyscallError(e.errno or errno.EIO) from None
+
+    def size(self, fd: FileDescription) -> int:
+        return self.inode.size
+
+    def is_terminal(self) -> bool:
+        return os.isatty(self.inode.host_fd)
+
+    def termios(self) -> bytes:
+        """TCGETS: the host terminal's ``struct termios`` (60 bytes); ENOTTY otherwise."""
+        if not self.is_terminal():
+            raise SyscallError(errno.ENOTTY)
+        return fcntl.ioctl(self.inode.host_fd, termios.TCGETS, bytes(60))
+
+    def set_termios(self, request: int, data: bytes) -> None:
+        if not self.is_terminal():
+            raise SyscallError(errno.ENOTTY)
+        fcntl.ioctl(self.inode.host_fd, request, data)
+
+    def winsize(self) -> bytes:
+        """TIOCGWINSZ: ``struct winsize`` (8 bytes); ENOTTY when not a terminal."""
+        if not self.is_terminal():
+            raise SyscallError(errno.ENOTTY)
+        return fcntl.ioctl(self.inode.host_fd, termios.TIOCGWINSZ, bytes(8))
+
+    def readable_bytes(self) -> int:
+        """FIONREAD."""
+        import array
+
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(self.inode.host_fd, termios.FIONREAD, buf, True)
+        except OSError as e:
+            raise SyscallError(e.errno or errno.ENOTTY) from None
+        return buf[0]
+
+
+class HostFiles:
+    """Wraps host fds as file descriptions on one internal mount."""
+
+    def __init__(self) -> None:
+        from ..mounts import MountFlags
+
+        self.sb = HostSuperblock()
+        self._root = Inode(self.sb, st.S_IFDIR | 0o555)
+        self.mount = Mount(self.sb, Dentry(self._root), MountFlags(), source="host")
+
+    def wrap(self, host_fd: int) -> FileDescription:
+        """A description for ``host_fd``, with its access mode and O_APPEND/O_NONBLOCK."""
+        flags = fcntl.fcntl(host_fd, fcntl.F_GETFL)
+        inode = HostInode(self.sb, host_fd)
+        vd = VirtualDentry(self.mount, Dentry(inode, f"host:[{host_fd}]"))
+        return FileDescription(vd, flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK))

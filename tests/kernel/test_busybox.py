@@ -1,0 +1,195 @@
+"""Debian's static busybox in a bundle: each command gives the same stdout,
+stderr and exit status in the sandbox as natively in a chroot of the same
+rootfs (with the same mounts, hostname, ids and environment).
+
+The native side runs the command as a child in new mount and UTS namespaces,
+chrooted into the rootfs with the sandbox's mounts recreated (tmpfs /tmp, the
+read-only bind mount), the spec's hostname, groups and environment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BUSYBOX = Path("/bin/busybox")
+PYRUNSC = Path(sys.executable).parent / "pyrunsc"
+ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=dumb"]
+HOSTNAME = "sandbox"
+
+pytestmark = pytest.mark.skipif(not BUSYBOX.exists(), reason="needs Debian's busybox-static (/bin/busybox)")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, CLONE_NEWUTS = 0x00020000, 0x04000000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def make_rootfs(root: Path) -> None:
+    """busybox and its applet links, /etc/passwd and /etc/group, device nodes
+    for the native side (the sandbox brings its own /dev)."""
+    for d in ("bin", "etc", "root", "tmp", "proc", "sys", "dev", "data"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            os.symlink("busybox", root / "bin" / a)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    for name, minor in (("null", 3), ("zero", 5)):
+        os.mknod(root / "dev" / name, 0o20666, os.makedev(1, minor))
+        os.chmod(root / "dev" / name, 0o666)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    b = tmp_path_factory.mktemp("busybox-bundle")
+    make_rootfs(b / "rootfs")
+    data = b / "data"
+    data.mkdir()
+    (data / "hello.txt").write_text("hello from a read-only bind mount\n")
+    return b
+
+
+def write_spec(bundle: Path, args: list[str]) -> None:
+    spec = {
+        "ociVersion": "1.0.2",
+        "process": {"user": {"uid": 0, "gid": 0}, "args": args, "env": ENV, "cwd": "/"},
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": HOSTNAME,
+        "mounts": [{"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "ro"]}],
+    }
+    (bundle / "config.json").write_text(json.dumps(spec))
+
+
+def run_sandbox(bundle: Path, args: list[str], stdin: bytes = b"", file_access: str = "direct") -> tuple[
+        bytes, bytes, int]:
+    write_spec(bundle, args)
+    root = bundle.parent / (bundle.name + "-state")
+    r = subprocess.run(
+        [str(PYRUNSC), "--root", str(root), "--file-access", file_access, "run", "--bundle", str(bundle),
+         f"t{os.getpid()}"],
+        input=stdin, capture_output=True, timeout=60,
+    )
+    return r.stdout, r.stderr, r.returncode
+
+
+def run_native(bundle: Path, args: list[str], stdin: bytes = b"") -> tuple[bytes, bytes, int]:
+    rootfs = bundle / "rootfs"
+
+    def enter() -> None:
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
+        _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+        _check(_libc.mount(b"tmpfs", str(rootfs / "tmp").encode(), b"tmpfs", 0, None), "mount tmpfs")
+        data = str(rootfs / "data").encode()
+        _check(_libc.mount(str(bundle / "data").encode(), data, None, MS_BIND, None), "bind /data")
+        _check(_libc.mount(b"none", data, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None), "remount /data ro")
+        _check(_libc.sethostname(HOSTNAME.encode(), len(HOSTNAME)), "sethostname")
+        os.chroot(rootfs)
+        os.chdir("/")
+        os.setgroups([])
+
+    env = dict(e.split("=", 1) for e in ENV)
+    r = subprocess.run(args, input=stdin, capture_output=True, preexec_fn=enter, env=env, timeout=60,
+                       executable="/bin/busybox" if "/" not in args[0] else None)
+    return r.stdout, r.stderr, r.returncode
+
+
+def same(bundle: Path, args: list[str], stdin: bytes = b"", normalise: object = None) -> tuple[bytes, bytes, int]:
+    got = run_sandbox(bundle, args, stdin)
+    want = run_native(bundle, args, stdin)
+    if callable(normalise):
+        got, want = normalise(got), normalise(want)
+    assert got == want, f"sandbox {got!r}\nnative  {want!r}"
+    return got
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["echo", "hello", "world"],
+        ["cat", "/etc/passwd"],
+        ["wc", "-l", "/etc/passwd"],
+        ["head", "-n", "1", "/etc/passwd"],
+        ["tail", "-n", "1", "/etc/passwd"],
+        ["md5sum", "/etc/passwd"],
+        ["sha256sum", "/bin/busybox"],
+        ["seq", "1", "1000"],
+        ["sort", "-r", "/etc/passwd"],
+        ["stat", "-c", "%n %s %a %U %G %F %h", "/etc/passwd", "/bin", "/bin/sh"],
+        ["id"],
+        ["hostname"],
+        ["uname", "-s"],
+        ["ls", "-l", "/tmp"],
+        ["ls", "-la", "/bin/busybox", "/etc"],
+        ["false"],
+        ["true"],
+        ["cat", "/data/hello.txt"],
+        ["sh", "-c", "echo nope > /data/new"],
+        ["cat", "/nonexistent"],
+        ["mkdir", "-p", "/tmp/a/b/c"],
+        ["touch", "/tmp/x"],
+        ["rm", "/tmp/missing"],
+        [
+            "sh", "-c",
+            "echo first > /tmp/f; echo second >> /tmp/f; n=0; while read line; do n=$((n+1)); echo \"$n: $line\"; "
+            "done < /tmp/f; test -s /tmp/f && echo nonempty; [ \"$n\" = 2 ] && echo two",
+        ],
+    ],
+    ids=lambda a: " ".join(a)[:40],
+)
+def test_same_as_native(bundle: Path, args: list[str]) -> None:
+    same(bundle, args)
+
+
+def test_ls_root(bundle: Path) -> None:
+    """``ls -la /``: mount points differ in size and time (tmpfs, proc, sysfs
+    against the host's folders), so those lines are masked, and with them the
+    block total."""
+    mounts = {"dev", "proc", "sys", "tmp", "data", ".", ".."}
+
+    def mask(r: tuple[bytes, bytes, int]) -> tuple[bytes, bytes, int]:
+        lines = []
+        for line in r[0].decode().splitlines():
+            name = line.split()[-1] if line.split() else ""
+            if name in mounts:
+                line = f"<mount point {name} {line.split()[0][0]}>"
+            elif line.startswith("total "):
+                line = "total <blocks>"
+            lines.append(line)
+        return ("\n".join(lines).encode(), r[1], r[2])
+
+    out = same(bundle, ["ls", "-la", "/"], normalise=mask)
+    assert b"busybox" not in out[1]
+
+
+def test_dd_zero_to_null(bundle: Path) -> None:
+    def mask(r: tuple[bytes, bytes, int]) -> tuple[bytes, bytes, int]:
+        return (r[0], re.sub(rb"copied, .*", b"copied, <time>", r[1]), r[2])
+
+    out = same(bundle, ["dd", "if=/dev/zero", "of=/dev/null", "bs=4096", "count=256"], normalise=mask)
+    assert b"256+0 records out" in out[1]
+
+
+def test_cat_stdin(bundle: Path) -> None:
+    same(bundle, ["cat"], stdin=b"line one\nline two\n" * 1000)
+
+
+def test_tmp_changes_in_one_run(bundle: Path) -> None:
+    """mkdir -p, touch and rm leave /tmp as expected (each a separate process)."""
+    for args in (["mkdir", "-p", "/tmp/q/r"], ["touch", "/tmp/q/r/f"], ["rm", "-r", "/tmp/q"], ["ls", "/tmp"]):
+        same(bundle, args)

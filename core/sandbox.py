@@ -24,6 +24,7 @@ import psutil
 
 from .config import Config
 from .errors import PyrunscError
+from .kernel.interrupt import interrupt
 from .loader import boot
 from .plugins import Plugins
 from .spec import Spec
@@ -61,6 +62,7 @@ def run_sandbox(plugins: Plugins, spec: Spec, config: Config, store: StateStore,
         kernel.pending_kill = signo
         if init.context is not None:
             init.context.interrupt()
+        interrupt()  # cut short a sleep or a read of the caller's stdin
 
     for s in FORWARDED:
         signal.signal(s, forward)

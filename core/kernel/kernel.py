@@ -29,6 +29,7 @@ from ..vfs.permissions import MAY_EXEC, check_permission
 from ..vfs.pipe import pipefs_mount
 from ..vfs.vfs import VirtualFilesystem
 from .auth import Credentials
+from .interrupt import handled as interrupt_handled
 from .task import Task, default_rlimits
 from .time import Timekeeper
 
@@ -212,6 +213,7 @@ class Kernel:
         while True:
             if self.pending_kill:
                 sig, self.pending_kill = self.pending_kill, 0
+                interrupt_handled()
                 if sig not in (host_signal.SIGCHLD, host_signal.SIGWINCH, host_signal.SIGURG, host_signal.SIGCONT):
                     return self._exit_task(task, ExitStatus(signal=sig))
             stop, fault = context.switch(task.mm.aspace, task.regs)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..kernel.interrupt import blocking
 from ..vfs.file import O_PATH, FileDescription, file_accessed
 from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TIOCGPGRP, TIOCGWINSZ, HostFileOps
 from ..vfs.inode import Stat, major, minor
@@ -890,7 +891,9 @@ def _poll(task: Task, fds: list[tuple[int, int]], timeout: float | None) -> list
                     mask |= fds[i][1] & (POLLIN | POLLOUT | POLLPRI)
                 poller.register(hfd, mask)
             wait = 0 if any(revents) else (None if deadline is None else max(deadline - time.monotonic(), 0))
-            for hfd, ev in poller.poll(None if wait is None else int(wait * 1000)):
+            with blocking():
+                ready = poller.poll(None if wait is None else int(wait * 1000))
+            for hfd, ev in ready:
                 for i in host[hfd]:
                     revents[i] |= ev & (fds[i][1] | POLLERR | POLLHUP | POLLNVAL)
         if any(revents) or (deadline is not None and time.monotonic() >= deadline):
@@ -899,7 +902,8 @@ def _poll(task: Task, fds: list[tuple[int, int]], timeout: float | None) -> list
             # Nothing here can become ready without another task; a lone task would wait forever.
             if deadline is None:
                 raise SyscallError(errno.EDEADLK, "poll would wait forever")
-            time.sleep(max(deadline - time.monotonic(), 0))
+            with blocking():
+                time.sleep(max(deadline - time.monotonic(), 0))
             return revents
 
 

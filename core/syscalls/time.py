@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..kernel.interrupt import blocking
 from . import syscall, to_signed
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ def _sleep_until(task: Task, clock: int, deadline_ns: int) -> None:
         left = deadline_ns - tk.now(clock)
         if left <= 0:
             return
-        time.sleep(left / 1e9)
+        with blocking():
+            time.sleep(left / 1e9)
 
 
 def _timespec(task: Task, addr: int) -> int:

@@ -16,6 +16,7 @@ import stat as st
 import termios
 
 from ..errors import SyscallError
+from ..kernel.interrupt import blocking
 from .file import FileDescription, FileOps
 from .inode import Inode, Stat, Superblock
 from .mount import Dentry, Mount, VirtualDentry
@@ -72,7 +73,8 @@ class HostFileOps(FileOps):
         try:
             if self.seekable:
                 return os.pread(self.inode.host_fd, length, offset)
-            return os.read(self.inode.host_fd, length)
+            with blocking():
+                return os.read(self.inode.host_fd, length)
         except BlockingIOError:
             raise SyscallError(errno.EAGAIN) from None
         except OSError as e:
@@ -82,7 +84,8 @@ class HostFileOps(FileOps):
         try:
             if self.seekable:
                 return os.pwrite(self.inode.host_fd, data, offset)
-            return os.write(self.inode.host_fd, data)
+            with blocking():
+                return os.write(self.inode.host_fd, data)
         except BlockingIOError:
             raise SyscallError(errno.EAGAIN) from None
         except OSError as e:

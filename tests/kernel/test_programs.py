@@ -1,0 +1,166 @@
+"""Static C programs, built with ``gcc -static`` here, check single system
+calls precisely inside the sandbox; and the runtime around a container:
+exit status, signals, state, list, kill and delete."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+PYRUNSC = Path(sys.executable).parent / "pyrunsc"
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build static test programs")
+
+
+def build(src: Path, out: Path) -> None:
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(src)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    b = tmp_path_factory.mktemp("programs")
+    bin_dir = b / "rootfs" / "bin"
+    bin_dir.mkdir(parents=True)
+    (b / "rootfs" / "tmp").mkdir()
+    for name in ("syscalls", "segv"):
+        build(HERE / "c" / f"{name}.c", bin_dir / name)
+    shutil.copy2("/bin/busybox", bin_dir / "busybox")
+    for applet in ("sh", "sleep", "echo", "cat", "true"):
+        os.symlink("busybox", bin_dir / applet)
+    return b
+
+
+def spec(bundle: Path, args: list[str], **process: object) -> None:
+    proc = {"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}, **process}
+    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "process": proc, "root": {"path": "rootfs"}}))
+
+
+def pyrunsc(root: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([str(PYRUNSC), "--root", str(root), "--file-access", "direct", *args],
+                          text=True, timeout=60, **kw)  # type: ignore[call-overload]
+
+
+def test_system_calls_precisely(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["/bin/syscalls"])
+    r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "sys")
+    failed = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
+    assert not failed, "\n".join(failed)
+    assert r.stdout.rstrip().endswith("0 failures") and r.returncode == 0, r.stdout + r.stderr
+
+
+def test_sigsegv_kills_only_the_process_with_139(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["/bin/segv"])
+    r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "segv")
+    assert r.returncode == 139, r.stderr
+    assert r.stdout == "before\n"
+    assert "Traceback" not in r.stderr
+
+
+def test_exit_status_passes_through(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["sh", "-c", "exit 42"])
+    assert pyrunsc(tmp_path, "run", "--bundle", str(bundle), "x").returncode == 42
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/bin/nonexistent"], "cannot run '/bin/nonexistent': no such file"),
+        (["/tmp"], "not executable"),
+        (["nosuchprogram"], "cannot run 'nosuchprogram'"),
+    ],
+)
+def test_bad_program_is_bad_input(bundle: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    spec(bundle, args)
+    r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "bad")
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert pyrunsc(tmp_path, "list", "--format", "json").stdout.strip() == "[]"  # nothing left behind
+
+
+def test_foreign_architecture_is_bad_input(bundle: Path, tmp_path: Path) -> None:
+    elf = bytearray((bundle / "rootfs" / "bin" / "segv").read_bytes())
+    elf[18:20] = (183).to_bytes(2, "little")  # EM_AARCH64
+    target = bundle / "rootfs" / "bin" / "arm"
+    target.write_bytes(bytes(elf))
+    target.chmod(0o755)
+    spec(bundle, ["/bin/arm"])
+    r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "arm")
+    assert r.returncode == 2 and "not a static x86-64" in r.stderr, r.stderr
+
+
+def test_missing_rootfs_is_bad_input(tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    b.mkdir()
+    spec(b, ["/bin/true"])
+    r = pyrunsc(tmp_path / "state", "run", "--bundle", str(b), "nr")
+    assert r.returncode == 2 and "root" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_detach_state_kill_delete(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["sleep", "30"])
+    # A detached container keeps the stdio it was given: files here, since a
+    # pipe would stay open (and the caller waiting) for as long as it runs.
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        r = pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "d1", stdout=out, stderr=err)
+    assert r.returncode == 0, (tmp_path / "err").read_text()
+    state = json.loads(pyrunsc(tmp_path, "state", "d1").stdout)
+    assert state["status"] == "running" and state["id"] == "d1" and state["pid"] > 0
+    # A second container with the same ID is refused.
+    again = pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "d1", stdout=subprocess.DEVNULL)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    listing = json.loads(pyrunsc(tmp_path, "list", "--format", "json").stdout)
+    assert [c["id"] for c in listing] == ["d1"]
+    # Deleting a running container needs --force.
+    assert pyrunsc(tmp_path, "delete", "d1").returncode == 1
+    assert pyrunsc(tmp_path, "kill", "d1", "KILL").returncode == 0
+    deadline = time.monotonic() + 10
+    while json.loads(pyrunsc(tmp_path, "state", "d1").stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline, "the container did not stop"
+        time.sleep(0.05)
+    assert pyrunsc(tmp_path, "delete", "d1").returncode == 0
+    assert pyrunsc(tmp_path, "state", "d1").returncode == 1
+    assert not (tmp_path / "d1").exists()
+
+
+def test_kill_signal_names(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["sleep", "30"])
+    with (tmp_path / "out").open("w") as out:
+        started = pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "k1", stdout=out, stderr=out)
+    assert started.returncode == 0
+    bad = pyrunsc(tmp_path, "kill", "k1", "NOTASIGNAL")
+    assert bad.returncode == 2 and "unknown signal" in bad.stderr
+    assert pyrunsc(tmp_path, "kill", "k1", "SIGTERM").returncode == 0
+    pid = json.loads((tmp_path / "k1" / "state.json").read_text())["pid"]
+    deadline = time.monotonic() + 10
+    while json.loads(pyrunsc(tmp_path, "state", "k1").stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert json.loads((tmp_path / "k1" / "state.json").read_text())["exit_status"] == 128 + signal.SIGTERM
+    assert pyrunsc(tmp_path, "delete", "--force", "k1").returncode == 0
+    del pid
+
+
+def test_foreground_run_forwards_sigterm(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["sleep", "30"])
+    p = subprocess.Popen([str(PYRUNSC), "--root", str(tmp_path), "--file-access", "direct", "run", "--bundle",
+                          str(bundle), "fg"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "fg" / "state.json").exists() or json.loads(
+        (tmp_path / "fg" / "state.json").read_text()
+    )["status"] != "running":
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=20) == 128 + signal.SIGTERM
+    assert not (tmp_path / "fg").exists()  # a foreground container is deleted once it exits

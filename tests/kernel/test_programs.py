@@ -41,7 +41,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def spec(bundle: Path, args: list[str], **process: object) -> None:
     proc = {"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}, **process}
-    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "process": proc, "root": {"path": "rootfs"}}))
+    doc = {"ociVersion": "1.0.2", "process": proc, "root": {"path": "rootfs"}}
+    (bundle / "config.json").write_text(json.dumps(doc))
 
 
 def pyrunsc(root: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:

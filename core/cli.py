@@ -38,7 +38,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import sandbox
 from .config import FILE_ACCESS, Config
 from .deployment import Deployment, load_deployment
 from .document import visible
@@ -533,20 +532,6 @@ def _store(state: State, config: Config | None = None) -> StateStore:
     return StateStore(root)
 
 
-def _global_args(state: State, config: Config) -> list[str]:
-    """The global flags to hand to the sandbox process so it sees what we saw."""
-    args = ["--root", str(config.root_dir), "--platform", config.platform, "--file-access", config.file_access,
-            "--network", config.network, "--overlay" if config.overlay else "--no-overlay"]
-    if config.debug:
-        args.append("--debug")
-    if config.strace:
-        args.append("--strace")
-    if state.log_file is not None:
-        args += ["--log", str(state.log_file)]
-    args += ["--log-format", state.log_format]
-    return args
-
-
 def _container_id(given: str | None, deployment: Path | None, state: State) -> str:
     if given:
         return given
@@ -580,28 +565,15 @@ def with_input(fn: Any) -> Any:
 def run_cmd(ctx: click.Context, bundle: Path | None, deployment: Path | None, detach: bool, pid_file: Path | None,
             container_id: str | None) -> None:
     """Create and run a container; exit with its status (128+N if killed by signal N)."""
+
     state: State = ctx.obj
     spec, config = load_input(state, bundle, deployment, need_platform=True)
     cid = _container_id(container_id, deployment, state)
-    source = ["--deployment", str(deployment.resolve())] if deployment else ["--bundle", str(Path(spec.bundle or "."))]
-    code = sandbox.start(_store(state, config), spec, config, cid, _global_args(state, config), source,
-                         detach=detach, pid_file=pid_file)
+    from . import sandbox
+
+    code = sandbox.start(state.get_plugins(), _store(state, config), spec, config, cid, detach=detach,
+                         pid_file=pid_file)
     ctx.exit(code)
-
-
-@cli.command("boot", hidden=True)
-@with_input
-@click.argument("container_id")
-@click.pass_context
-def boot_cmd(ctx: click.Context, bundle: Path | None, deployment: Path | None, container_id: str) -> None:
-    """The sandbox process (started by `run`; not for direct use)."""
-    state: State = ctx.obj
-    if not state.debug:
-        # `run` already showed the spec's warnings; don't repeat them.
-        logging.getLogger("pyrunsc.config").setLevel(logging.ERROR)
-        logging.getLogger("pyrunsc.mounts").setLevel(logging.ERROR)
-    spec, config = load_input(state, bundle, deployment, need_platform=True)
-    ctx.exit(sandbox.run_sandbox(state.get_plugins(), spec, config, _store(state, config), container_id))
 
 
 @cli.command("state")
@@ -636,6 +608,9 @@ def list_cmd(state: State, fmt: str) -> None:
 @click.pass_obj
 def kill_cmd(state: State, container_id: str, signal_name: str) -> None:
     """Send SIGNAL (default TERM) to the container's init."""
+
+    from . import sandbox
+
     sandbox.kill(_store(state), container_id, parse_signal(signal_name))
 
 
@@ -645,6 +620,9 @@ def kill_cmd(state: State, container_id: str, signal_name: str) -> None:
 @click.pass_obj
 def delete_cmd(state: State, force: bool, container_id: str) -> None:
     """Delete a stopped container (and its state)."""
+
+    from . import sandbox
+
     sandbox.delete(_store(state), container_id, force=force)
 
 

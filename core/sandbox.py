@@ -17,8 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import psutil
 
@@ -82,59 +84,79 @@ def run_sandbox(plugins: Plugins, spec: Spec, config: Config, store: StateStore,
     return status.shell_status
 
 
-def boot_command(global_args: list[str], source: list[str], cid: str) -> list[str]:
-    """The argv that starts the sandbox process for container ``cid``;
-    ``source`` is ``["--bundle", DIR]`` or ``["--deployment", FILE]``."""
-    return [sys.executable, "-c", "from pyrunsc.core.cli import main; main()", *global_args, "boot",
-            *source, cid]
-
-
 def start(
-    store: StateStore, spec: Spec, config: Config, cid: str, global_args: list[str], source: list[str], *,
-    detach: bool, pid_file: Path | None = None,
+    plugins: Plugins, store: StateStore, spec: Spec, config: Config, cid: str, *, detach: bool,
+    pid_file: Path | None = None,
 ) -> int:
-    """``pyrunsc run``: create the container's state, start the sandbox process
+    """``pyrunsc run``: create the container's state, fork the sandbox process
     and, unless ``detach``, wait for it and return the container's status.
-    As ``runc run``, a foreground container is deleted once it exits, and a
-    container that failed to start leaves no state."""
-    bundle = Path(spec.bundle or ".")
-    state = ContainerState(id=cid, bundle=str(bundle), annotations=spec.annotations, platform=config.platform)
+
+    The sandbox process is a fork of this one (no second interpreter start-up);
+    it inherits the caller's stdio. As ``runc run``, a foreground container is
+    deleted once it exits, and a container that failed to start leaves no state.
+    """
+    state = ContainerState(id=cid, bundle=str(spec.bundle or "."), annotations=spec.annotations,
+                           platform=config.platform)
     store.create(state)
-    try:
-        proc = subprocess.Popen(
-            boot_command(global_args, source, cid), start_new_session=detach, close_fds=True,
-        )
-    except OSError as e:
-        store.delete(cid)
-        raise PyrunscError(f"cannot start the sandbox process: {e}") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _sandbox_main(plugins, spec, config, store, cid, detach)
     if pid_file is not None:
-        pid_file.write_text(f"{proc.pid}")
+        pid_file.write_text(f"{pid}")
     if detach:
-        # Return once the container runs (or failed to start).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            st = store.load(cid)
-            if st.status == "running":
-                return 0
-            if proc.poll() is not None:
-                if store.load(cid).exit_status is None:
-                    store.delete(cid)  # it never ran
-                return proc.returncode
-            time.sleep(0.01)
-        raise PyrunscError(f"container {cid!r} did not start within 30 s")
+        return _wait_running(store, cid, pid)
 
     def forward(signo: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signo)
+            os.kill(pid, signo)
 
     old = {s: signal.signal(s, forward) for s in FORWARDED}
     try:
-        code = proc.wait()
+        _, status = os.waitpid(pid, 0)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
     store.delete(cid)
-    return code if code >= 0 else 128 - code
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _sandbox_main(plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str, detach: bool) -> NoReturn:
+    """The forked sandbox process: run the container, exit with its status."""
+    code = 1
+    try:
+        if detach:
+            os.setsid()
+        code = run_sandbox(plugins, spec, config, store, cid)
+    except PyrunscError as e:
+        from .cli import report_error
+
+        report_error(str(e))
+        code = e.exit_code
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _wait_running(store: StateStore, cid: str, pid: int) -> int:
+    """Return 0 once a detached container runs; its status if it ended first."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if store.load(cid).status == "running":
+            return 0
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if store.load(cid).exit_status is None:
+                store.delete(cid)  # it never ran
+            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        time.sleep(0.005)
+    raise PyrunscError(f"container {cid!r} did not start within 30 s")
 
 
 def kill(store: StateStore, cid: str, signo: int) -> None:

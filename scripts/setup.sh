@@ -32,4 +32,6 @@ install -m 0755 /bin/busybox "$rootfs/bin/busybox"
 for applet in $("$rootfs/bin/busybox" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
 done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
 echo "setup: done (.venv, $rootfs)" >&2

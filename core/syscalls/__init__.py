@@ -98,9 +98,10 @@ def dispatch(task: Task) -> None:
             raise
     if task.kernel.strace:
         name = entry.name if entry else NAMES.get(nr, str(nr))
-        shown = format_args(task, entry, args) if entry else ", ".join(hex(a) for a in args)
+        shown = format_args(task, entry, args) if regs is task.regs and entry else ", ".join(hex(a) for a in args)
         strace_log.info("[%4d] %s(%s) = %s", task.tid, name, shown, format_result(ret))
-    regs.rax = ret & MASK64
+    # task.regs, not regs: execve replaces the registers (and returns 0 in them).
+    task.regs.rax = ret & MASK64
 
 
 def format_result(ret: int) -> str:
@@ -137,7 +138,7 @@ def _format_one(task: Task, kind: str, v: int, nxt: int) -> str:
 def _load() -> None:
     import importlib
 
-    for module in ("fs", "info", "mm", "process", "signal", "time"):
+    for module in ("exec", "fs", "info", "mm", "process", "signal", "time"):
         importlib.import_module(f"{__name__}.{module}")
 
 

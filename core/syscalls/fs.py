@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..errors import SyscallError
 from ..kernel.interrupt import blocking
 from ..vfs.file import O_PATH, FileDescription, file_accessed
-from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TIOCGPGRP, TIOCGWINSZ, HostFileOps
+from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TERMIOS_SIZE, TIOCGPGRP, TIOCGWINSZ, HostFileOps
 from ..vfs.inode import Stat, major, minor
 from ..vfs.mount import VirtualDentry
 from ..vfs.namei import PATH_MAX, resolve
@@ -823,7 +823,7 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
             task.mm.copy_out(arg, ops.termios())
             return 0
         if request in (TCSETS, TCSETSW, TCSETSF):
-            ops.set_termios(request, task.mm.copy_in(arg, 60))
+            ops.set_termios(request, task.mm.copy_in(arg, TERMIOS_SIZE))
             return 0
         if request == TIOCGWINSZ:
             task.mm.copy_out(arg, ops.winsize())

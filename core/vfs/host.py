@@ -22,6 +22,8 @@ from .inode import Inode, Stat, Superblock
 from .mount import Dentry, Mount, VirtualDentry
 
 HOSTFS_MAGIC = 0x0
+#: sizeof(struct termios) as the kernel's TCGETS/TCSETS copy it (x86-64).
+TERMIOS_SIZE = 36
 
 TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
 TIOCGWINSZ, TIOCSWINSZ, TIOCGPGRP, TIOCSPGRP, FIONREAD = 0x5413, 0x5414, 0x540F, 0x5410, 0x541B
@@ -98,10 +100,12 @@ class HostFileOps(FileOps):
         return os.isatty(self.inode.host_fd)
 
     def termios(self) -> bytes:
-        """TCGETS: the host terminal's ``struct termios`` (60 bytes); ENOTTY otherwise."""
+        """TCGETS: the host terminal's kernel ``struct termios`` (:data:`TERMIOS_SIZE`
+        bytes: four u32 flags, c_line and 19 control chars; glibc's 60-byte
+        struct is its own); ENOTTY otherwise."""
         if not self.is_terminal():
             raise SyscallError(errno.ENOTTY)
-        return fcntl.ioctl(self.inode.host_fd, termios.TCGETS, bytes(60))
+        return fcntl.ioctl(self.inode.host_fd, termios.TCGETS, bytes(TERMIOS_SIZE))
 
     def set_termios(self, request: int, data: bytes) -> None:
         if not self.is_terminal():

@@ -68,6 +68,17 @@ def test_sigsegv_kills_only_the_process_with_139(bundle: Path, tmp_path: Path) -
     assert "Traceback" not in r.stderr
 
 
+def test_execve_and_scripts(bundle: Path, tmp_path: Path) -> None:
+    """exec keeps the pid and closes close-on-exec fds; #! scripts run their interpreter."""
+    script = bundle / "rootfs" / "bin" / "hello.sh"
+    script.write_text("#!/bin/sh -e\necho \"script $0 $1 pid $$\"\n")
+    script.chmod(0o755)
+    spec(bundle, ["sh", "-c", "echo shell pid $$; exec /bin/hello.sh arg"])
+    r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "ex")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "shell pid 1\nscript /bin/hello.sh arg pid 1\n"
+
+
 def test_exit_status_passes_through(bundle: Path, tmp_path: Path) -> None:
     spec(bundle, ["sh", "-c", "exit 42"])
     assert pyrunsc(tmp_path, "run", "--bundle", str(bundle), "x").returncode == 42
@@ -165,3 +176,33 @@ def test_foreground_run_forwards_sigterm(bundle: Path, tmp_path: Path) -> None:
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=20) == 128 + signal.SIGTERM
     assert not (tmp_path / "fg").exists()  # a foreground container is deleted once it exits
+
+
+def test_terminal_stdio(bundle: Path, tmp_path: Path) -> None:
+    """With a terminal as stdout, TCGETS and TIOCGWINSZ come from the host
+    terminal in the kernel's layout: ls prints columns and nothing overflows."""
+    import pty
+
+    spec(bundle, ["sh", "-c", "exec ls /bin"])
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([str(PYRUNSC), "--root", str(tmp_path), "--file-access", "direct", "run", "--bundle",
+                              str(bundle), "tty"], stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(timeout=30) == 0, out
+    finally:
+        os.close(master)
+    text = out.decode()
+    assert "stack smashing" not in text
+    assert "busybox" in text and "segv" in text
+    # Columns: several names share a line on a terminal.
+    assert any(len(line.split()) > 1 for line in text.splitlines())

@@ -11,6 +11,7 @@ saved on one platform resumes on another.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 #: ``struct user_regs_struct`` field names, in order (27 u64).
 REG_NAMES = (
@@ -51,13 +52,33 @@ class Registers:
 
     Attribute access by name (``r.rax``, ``r.rip = ...``) reads and writes
     ``regs``; values are kept as unsigned 64-bit.
+
+    ``fp_pull`` lets a platform leave the FP state in the host after a switch:
+    None, or a callable that fills the image it is given. Reading ``fpstate``
+    calls it first (then clears it; if it raises, it stays); assigning
+    ``fpstate`` clears it. (gVisor's ``PullFullState``, made implicit.)
     """
 
-    __slots__ = ("fpstate", "regs")
+    __slots__ = ("_fpstate", "fp_pull", "regs")
+    _fpstate: bytearray
 
     def __init__(self, regs: list[int] | None = None, fpstate: bytes | bytearray | None = None) -> None:
         self.regs: list[int] = list(regs) if regs is not None else [0] * len(REG_NAMES)
+        self.fp_pull: Callable[[bytearray], None] | None = None
         self.fpstate = bytearray(fpstate) if fpstate is not None else default_xsave()
+
+    @property
+    def fpstate(self) -> bytearray:
+        pull = self.fp_pull
+        if pull is not None:
+            pull(self._fpstate)
+            object.__setattr__(self, "fp_pull", None)
+        return self._fpstate
+
+    @fpstate.setter
+    def fpstate(self, value: bytearray) -> None:
+        object.__setattr__(self, "fp_pull", None)
+        object.__setattr__(self, "_fpstate", value)
 
     @classmethod
     def for_entry(cls, rip: int, rsp: int) -> Registers:
@@ -86,7 +107,7 @@ class Registers:
             raise AttributeError(name) from None
 
     def __setattr__(self, name: str, value: int) -> None:
-        if name in Registers.__slots__:
+        if name in Registers.__slots__ or name == "fpstate":
             object.__setattr__(self, name, value)
             return
         try:

@@ -76,12 +76,17 @@ def to_signed(v: int) -> int:
     return v - (1 << 64) if v & (1 << 63) else v
 
 
+#: Indexes into Registers.regs (user_regs_struct order), for the hot path.
+_RAX, _ORIG_RAX = 10, 15
+
+
 def dispatch(task: Task) -> None:
     """Serve the system call in ``task.regs``; sets ``rax``. TaskExit propagates."""
     regs = task.regs
-    nr = regs.orig_rax
+    g = regs.regs
+    nr = g[_ORIG_RAX]
     entry = TABLE.get(nr)
-    args = regs.syscall_args()
+    args = (g[14], g[13], g[12], g[7], g[9], g[8])  # rdi rsi rdx r10 r8 r9
     if entry is None:
         if nr not in _warned:
             _warned.add(nr)
@@ -101,7 +106,7 @@ def dispatch(task: Task) -> None:
         shown = format_args(task, entry, args) if regs is task.regs and entry else ", ".join(hex(a) for a in args)
         strace_log.info("[%4d] %s(%s) = %s", task.tid, name, shown, format_result(ret))
     # task.regs, not regs: execve replaces the registers (and returns 0 in them).
-    task.regs.rax = ret & MASK64
+    task.regs.regs[_RAX] = ret & MASK64
 
 
 def format_result(ret: int) -> str:

@@ -1,37 +1,32 @@
 """platform_ptrace: application code in traced stub processes under
-``PTRACE_SYSEMU`` (gVisor ``pkg/sentry/platform/ptrace``)."""
+``PTRACE_SYSEMU`` (gVisor ``pkg/sentry/platform/ptrace``).
+
+Modules: :mod:`.ptrace` (ctypes bindings), :mod:`.stub` (the hand-made stub
+ELF and one traced stub process), :mod:`.platform` (the Platform,
+AddressSpace and Context), :mod:`.lazyfp` (Registers with the lazy-FP hook).
+Every stub reserves [:data:`STUB_START`, :data:`STUB_END`) at the top of user
+space (``PtracePlatform.reserved``).
+"""
 
 from __future__ import annotations
 
-import os
-import platform as host
-
 from pyrunsc.core.hookspecs import hookimpl
-from pyrunsc.core.platform import Platform
 from pyrunsc.core.plugins import Register
 
-YAMA_PTRACE_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
+from .platform import YAMA_PTRACE_SCOPE, PtraceAddressSpace, PtraceContext, PtracePlatform
+from .stub import MAX_USER_ADDRESS, STUB_END, STUB_START, InjectedSyscallError, StubError
 
-
-class PtracePlatform(Platform):
-    """The ptrace platform: one stub process per address space."""
-
-    name = "ptrace"
-
-    @classmethod
-    def probe(cls) -> str | None:
-        if host.system() != "Linux" or host.machine() != "x86_64":
-            return f"needs Linux on x86_64, this is {host.system()} on {host.machine()}"
-        try:
-            with open(YAMA_PTRACE_SCOPE) as f:
-                scope = f.read().strip()
-        except OSError:
-            return None
-        # Scope 3 forbids ptrace altogether; scope 2 needs CAP_SYS_PTRACE,
-        # which root has. A tracer of its own children passes 0 and 1.
-        if scope == "3" or (scope == "2" and os.geteuid() != 0):
-            return f"{YAMA_PTRACE_SCOPE} is {scope}, which forbids tracing"
-        return None
+__all__ = [
+    "MAX_USER_ADDRESS",
+    "STUB_END",
+    "STUB_START",
+    "YAMA_PTRACE_SCOPE",
+    "InjectedSyscallError",
+    "PtraceAddressSpace",
+    "PtraceContext",
+    "PtracePlatform",
+    "StubError",
+]
 
 
 @hookimpl

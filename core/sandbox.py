@@ -28,6 +28,7 @@ from .config import Config
 from .errors import PyrunscError
 from .kernel.interrupt import interrupt
 from .loader import boot
+from .mounts import resolve_all
 from .plugins import Plugins
 from .spec import Spec
 from .state import ContainerState, StateStore
@@ -51,13 +52,16 @@ FORWARDED = (
 )
 
 
-def run_sandbox(plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str) -> int:
+def run_sandbox(
+    plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str, *, gofer_fds: list[int] | None = None
+) -> int:
     """The sandbox process's main: boot, mark running, run init, mark stopped.
 
-    Returns the container's status for the process exit code.
+    ``gofer_fds`` are the connections to the gofer, one per served mount in
+    mount order. Returns the container's status for the process exit code.
     """
     state = store.load(cid)
-    sandbox = boot(plugins, spec, config)
+    sandbox = boot(plugins, spec, config, gofer_fds=gofer_fds)
     kernel, init = sandbox.kernel, sandbox.init
 
     def forward(signo: int, _frame: object) -> None:
@@ -98,11 +102,19 @@ def start(
     state = ContainerState(id=cid, bundle=str(spec.bundle or "."), annotations=spec.annotations,
                            platform=config.platform)
     store.create(state)
+    try:
+        gofer = plugins.start_gofer(spec, config, resolve_all(plugins, spec, config))
+    except BaseException:
+        store.delete(cid)
+        raise
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _sandbox_main(plugins, spec, config, store, cid, detach)
+        _sandbox_main(plugins, spec, config, store, cid, detach, gofer.fds if gofer else None)
+    if gofer is not None:
+        for fd in gofer.fds:  # the sandbox holds them now
+            os.close(fd)
     if pid_file is not None:
         pid_file.write_text(f"{pid}")
     if detach:
@@ -119,18 +131,27 @@ def start(
         for s, h in old.items():
             signal.signal(s, h)
     store.delete(cid)
+    if gofer is not None and gofer.process is not None:
+        try:
+            gofer.process.wait(timeout=10)  # it exits once the sandbox's channels close
+        except subprocess.TimeoutExpired:
+            gofer.process.kill()
+            gofer.process.wait()
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
 
 
-def _sandbox_main(plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str, detach: bool) -> NoReturn:
+def _sandbox_main(
+    plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str, detach: bool,
+    gofer_fds: list[int] | None,
+) -> NoReturn:
     """The forked sandbox process: run the container, exit with its status."""
     code = 1
     try:
         if detach:
             os.setsid()
-        code = run_sandbox(plugins, spec, config, store, cid)
+        code = run_sandbox(plugins, spec, config, store, cid, gofer_fds=gofer_fds)
     except PyrunscError as e:
         from .cli import report_error
 

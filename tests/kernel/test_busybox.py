@@ -55,13 +55,21 @@ def make_rootfs(root: Path) -> None:
         os.chmod(root / "dev" / name, 0o666)
 
 
+@pytest.fixture(scope="module", params=["proxy", "direct"])
+def file_access(request: pytest.FixtureRequest) -> str:
+    """Every command runs with the gofer serving the rootfs over 9P (proxy),
+    and with the sentry opening host files itself (direct)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundle(tmp_path_factory: pytest.TempPathFactory, file_access: str) -> Path:
     b = tmp_path_factory.mktemp("busybox-bundle")
     make_rootfs(b / "rootfs")
     data = b / "data"
     data.mkdir()
     (data / "hello.txt").write_text("hello from a read-only bind mount\n")
+    (b / "file-access").write_text(file_access)
     return b
 
 
@@ -76,9 +84,9 @@ def write_spec(bundle: Path, args: list[str]) -> None:
     (bundle / "config.json").write_text(json.dumps(spec))
 
 
-def run_sandbox(bundle: Path, args: list[str], stdin: bytes = b"", file_access: str = "direct") -> tuple[
-        bytes, bytes, int]:
+def run_sandbox(bundle: Path, args: list[str], stdin: bytes = b"") -> tuple[bytes, bytes, int]:
     write_spec(bundle, args)
+    file_access = (bundle / "file-access").read_text()
     root = bundle.parent / (bundle.name + "-state")
     r = subprocess.run(
         [str(PYRUNSC), "--root", str(root), "--file-access", file_access, "run", "--bundle", str(bundle),

@@ -141,8 +141,13 @@ class HostFiles:
         self.mount = Mount(self.sb, Dentry(self._root), MountFlags(), source="host")
 
     def wrap(self, host_fd: int) -> FileDescription:
-        """A description for ``host_fd``, with its access mode and O_APPEND/O_NONBLOCK."""
-        flags = fcntl.fcntl(host_fd, fcntl.F_GETFL)
+        """A description for ``host_fd``, with its access mode and O_APPEND/O_NONBLOCK.
+        A closed ``host_fd`` (a caller started with no stdin) reads as /dev/null."""
+        try:
+            flags = fcntl.fcntl(host_fd, fcntl.F_GETFL)
+        except OSError:
+            host_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            flags = os.O_RDWR
         inode = HostInode(self.sb, host_fd)
         vd = VirtualDentry(self.mount, Dentry(inode, f"host:[{host_fd}]"))
         return FileDescription(vd, flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK))

@@ -35,6 +35,36 @@ from .state import ContainerState, StateStore
 
 log = logging.getLogger("pyrunsc.sandbox")
 
+class ChildProcess:
+    """A forked child process, with the part of Popen's interface a caller
+    needs to wait for it: ``pid``, ``poll()``, ``wait(timeout)``, ``kill()``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit status (negative: killed by that signal), or None if running."""
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit; subprocess.TimeoutExpired after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.002)
+        return code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
 @dataclass
 class GoferStart:
     """What the ``start_gofer`` hook gives back: ``fds``, the sandbox's ends of
@@ -42,7 +72,7 @@ class GoferStart:
     first), and ``process``, the gofer to reap once the sandbox is done."""
 
     fds: list[int]
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | ChildProcess | None = None
 
 
 #: Host signals the sandbox forwards to the container's init.

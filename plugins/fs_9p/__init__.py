@@ -17,9 +17,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pyrunsc.core.config import Config
 from pyrunsc.core.errors import ConfigError, PyrunscError, SyscallError
@@ -120,14 +119,6 @@ def add_commands(cli: click.Group) -> None:
     cli.add_command(gofer_command)
 
 
-@hookimpl(specname="add_commands")
-def add_internal_commands(cli: click.Group) -> None:
-    """``pyrunsc gofer-internal`` (hidden): the gofer as ``start_gofer`` runs it."""
-    from .gofer import gofer_internal_command
-
-    cli.add_command(gofer_internal_command)
-
-
 def gofer_mounts(config: Config, mounts: list[ResolvedMount]) -> list[ResolvedMount]:
     """The mounts the gofer serves, in order: under proxy file access, every
     ``9p`` mount whose data says ``trans=fd`` (the root and bind mounts)."""
@@ -138,8 +129,8 @@ def gofer_mounts(config: Config, mounts: list[ResolvedMount]) -> list[ResolvedMo
 
 @hookimpl
 def start_gofer(spec: Spec, config: Config, mounts: list[ResolvedMount]) -> GoferStart | None:
-    """Start ``pyrunsc gofer-internal`` serving each gofer mount's host folder
-    on its own socketpair (AF_UNIX, SOCK_STREAM), root first, as gVisor's
+    """Fork the gofer, serving each gofer mount's host folder on its own
+    socketpair (AF_UNIX, SOCK_STREAM), root first, as gVisor's
     ``runsc/sandbox`` starts ``runsc gofer`` with one ``--io-fds`` per mount.
 
     A mount is served read-only when its flags say ``ro`` (the root: when
@@ -154,7 +145,7 @@ def start_gofer(spec: Spec, config: Config, mounts: list[ResolvedMount]) -> Gofe
     ConfigError naming the mount when its source is not a folder (the gofer
     serves folders only); PyrunscError when the gofer cannot be started.
     """
-    from pyrunsc.core.sandbox import GoferStart
+    from pyrunsc.core.sandbox import ChildProcess, GoferStart
 
     served = gofer_mounts(config, mounts)
     if not served:
@@ -168,23 +159,23 @@ def start_gofer(spec: Spec, config: Config, mounts: list[ResolvedMount]) -> Gofe
                               file=file, field=field)
     ours: list[socket.socket] = []
     theirs: list[socket.socket] = []
-    args: list[str] = []
+    channels: list[tuple[int, bool, str]] = []
     try:
         for r in served:
             mine, gofer_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             ours.append(mine)
             theirs.append(gofer_end)
             mine.set_inheritable(True)
-            gofer_end.set_inheritable(True)
             read_only = r.flags.read_only or config.overlay
-            args += ["--channel", str(gofer_end.fileno()), "ro" if read_only else "rw",
-                     os.path.abspath(r.mount.source or "")]
-        cmd = [sys.executable, "-c", "from pyrunsc.core.cli import main; main()", "gofer-internal", *args]
+            channels.append((gofer_end.fileno(), read_only, os.path.abspath(r.mount.source or "")))
+        sys.stdout.flush()
+        sys.stderr.flush()
         try:
-            proc = subprocess.Popen(cmd, pass_fds=[s.fileno() for s in theirs], close_fds=True,
-                                    start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            pid = os.fork()
         except OSError as e:
             raise PyrunscError(f"cannot start the gofer: {e}") from None
+        if pid == 0:
+            _gofer_main(ours, channels)
     except BaseException:
         for s in ours:
             s.close()
@@ -192,4 +183,30 @@ def start_gofer(spec: Spec, config: Config, mounts: list[ResolvedMount]) -> Gofe
     finally:
         for s in theirs:
             s.close()
-    return GoferStart(fds=[s.detach() for s in ours], process=proc)
+    return GoferStart(fds=[s.detach() for s in ours], process=ChildProcess(pid))
+
+
+def _gofer_main(sandbox_ends: list[socket.socket], channels: list[tuple[int, bool, str]]) -> NoReturn:
+    """The forked gofer (forking spares a second interpreter start-up): its own
+    session, none of the sandbox's ends, and the channels until they close."""
+    code = 1
+    try:
+        os.setsid()
+        for s in sandbox_ends:
+            s.close()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        from .gofer import serve_channels
+
+        serve_channels(channels)
+        code = 0
+    except BaseException:  # the gofer must never fall back into the caller's code
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+

@@ -1484,7 +1484,7 @@ def gofer_command(serve_dir: str, listen: str, read_only: bool, anames: tuple[st
 
 
 # ---------------------------------------------------------------------------
-# Internal mode: pyrunsc gofer-internal --channel FD ro|rw DIR ...
+# Internal mode: the gofer start_gofer forks serves its inherited channels.
 # ---------------------------------------------------------------------------
 
 
@@ -1519,14 +1519,3 @@ def serve_channels(channels: Iterable[tuple[int, bool, str]]) -> None:
     finally:
         for g in gofers:
             g.close()
-
-
-@click.command("gofer-internal", hidden=True)
-@click.option("--channel", "channels", multiple=True, nargs=3, type=(int, click.Choice(["ro", "rw"]), str),
-              metavar="FD ro|rw DIR", help="Serve DIR on the inherited socket FD (repeatable, root first).")
-def gofer_internal_command(channels: tuple[tuple[int, str, str], ...]) -> None:
-    """Internal mode (started by ``pyrunsc run``): serve each mount's folder on
-    its inherited socket until every channel closes."""
-    if not channels:
-        raise ConfigError("at least one --channel FD ro|rw DIR is needed", field="--channel")
-    serve_channels((fd, mode == "ro", folder) for fd, mode, folder in channels)

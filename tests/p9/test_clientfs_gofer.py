@@ -1,5 +1,5 @@
-"""The ``start_gofer`` hook: under proxy file access, a ``pyrunsc
-gofer-internal`` process serves the root and each bind mount on its own
+"""The ``start_gofer`` hook: under proxy file access, a gofer (forked by
+``start_gofer``) serves the root and each bind mount on its own
 socketpair; the sandbox's ends mount through the 9p client filesystem; the
 gofer exits once every channel has closed (the sandbox is gone)."""
 
@@ -165,9 +165,3 @@ def test_a_source_that_is_not_a_folder_is_named(tmp_path: Path, plugins: Plugins
     spec.mounts[-1] = Mount("/g", "bind", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="does not exist"):
         plugins.start_gofer(spec, config, resolve_all(plugins, spec, config))
-
-
-def test_gofer_internal_needs_a_channel() -> None:
-    r = subprocess.run([sys.executable, "-c", "from pyrunsc.core.cli import main; main()", "gofer-internal"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "--channel" in r.stderr

@@ -206,3 +206,14 @@ def test_terminal_stdio(bundle: Path, tmp_path: Path) -> None:
     assert "busybox" in text and "segv" in text
     # Columns: several names share a line on a terminal.
     assert any(len(line.split()) > 1 for line in text.splitlines())
+
+
+def test_strace_logs_each_call_decoded(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["echo", "traced"])
+    r = subprocess.run([str(PYRUNSC), "--root", str(tmp_path), "--file-access", "direct", "--strace", "run",
+                        "--bundle", str(bundle), "st"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "traced\n", r.stderr
+    lines = r.stderr.splitlines()
+    assert any("write(1, " in line and "b'traced\\n'" in line and line.endswith("= 7") for line in lines), lines
+    assert any("exit_group(0) = ?" in line for line in lines)
+    assert any("rseq(" in line and "ENOSYS" in line for line in lines)  # unsupported calls show their errno

@@ -14,8 +14,10 @@ standalone form to the CLI as ``pyrunsc gofer``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import select
 import socket
 import sys
 from typing import TYPE_CHECKING, NoReturn
@@ -170,12 +172,22 @@ def start_gofer(spec: Spec, config: Config, mounts: list[ResolvedMount]) -> Gofe
             channels.append((gofer_end.fileno(), read_only, os.path.abspath(r.mount.source or "")))
         sys.stdout.flush()
         sys.stderr.flush()
+        ready_r, ready_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as e:
+            os.close(ready_r)
+            os.close(ready_w)
             raise PyrunscError(f"cannot start the gofer: {e}") from None
         if pid == 0:
-            _gofer_main(ours, channels)
+            _gofer_main(channels, ready_w)
+        os.close(ready_w)
+        # Wait until the gofer holds only its own ends (and is serving).
+        ready, _, _ = select.select([ready_r], [], [], 10)
+        ok = bool(ready) and os.read(ready_r, 1) == b"1"
+        os.close(ready_r)
+        if not ok:
+            raise PyrunscError("the gofer did not start")
     except BaseException:
         for s in ours:
             s.close()
@@ -186,18 +198,26 @@ def start_gofer(spec: Spec, config: Config, mounts: list[ResolvedMount]) -> Gofe
     return GoferStart(fds=[s.detach() for s in ours], process=ChildProcess(pid))
 
 
-def _gofer_main(sandbox_ends: list[socket.socket], channels: list[tuple[int, bool, str]]) -> NoReturn:
+def _gofer_main(channels: list[tuple[int, bool, str]], ready_w: int) -> NoReturn:
     """The forked gofer (forking spares a second interpreter start-up): its own
-    session, none of the sandbox's ends, and the channels until they close."""
+    session, no file of its parent's but its channels and stderr (so it holds
+    neither the sandbox's ends nor the caller's pipes), then it tells the
+    parent it is ready on ``ready_w`` and serves until the channels close."""
     code = 1
     try:
         os.setsid()
-        for s in sandbox_ends:
-            s.close()
+        keep = {fd for fd, _, _ in channels} | {2, ready_w}
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.close(devnull)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
         from .gofer import serve_channels
 
         serve_channels(channels)

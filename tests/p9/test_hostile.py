@@ -151,10 +151,12 @@ def test_a_tag_reused_while_in_flight_closes_the_channel(
     tree: Tree, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="pyrunsc.gofer")
+    held = threading.Event()
     release = threading.Event()
 
     def hold(conn: GoferConnection, tag: int, req: m.Request) -> None:
         if isinstance(req, m.Tgetattr):
+            held.set()
             release.wait(5)
 
     g = Gofer(tree.root, on_request=hold)
@@ -162,15 +164,21 @@ def test_a_tag_reused_while_in_flight_closes_the_channel(
         r = Raw(g)
         r.setup()
         r.send(m.encode(5, m.Tgetattr(0, m.GETATTR_ALL)))
-        time.sleep(0.1)
+        assert held.wait(5)  # tag 5 is in flight: its request is being served
         r.send(m.encode(5, m.Tgetattr(0, m.GETATTR_ALL)))
-        release.set()
+        # The first request stays held until the gofer has seen the reused
+        # tag and closed the channel: releasing it earlier lets the gofer
+        # answer it before it reads the second, which is then a legal reuse.
         replies = []
-        while (got := r.recv()) is not None:
-            replies.append(got)
-        assert len(replies) <= 1
+        try:
+            while (got := r.recv()) is not None:
+                replies.append(got)
+        except TimeoutError:
+            pytest.fail(f"the gofer neither closed the channel nor answered; replies: {replies}")
+        release.set()
+        assert replies == []  # the held request is never answered on the closed channel
         assert r.conn.wait(5)
-        assert any("reused while in flight" in line for line in gofer_lines(caplog))
+        assert len(gofer_lines(caplog)) == 1 and "reused while in flight" in gofer_lines(caplog)[0]
         r.close()
     finally:
         release.set()

@@ -13,6 +13,8 @@ import errno
 import logging
 import os
 import signal as host_signal
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from ..arch import Registers
@@ -30,7 +32,7 @@ from ..vfs.pipe import pipefs_mount
 from ..vfs.vfs import VirtualFilesystem
 from .auth import Credentials
 from .interrupt import handled as interrupt_handled
-from .task import Task, default_rlimits
+from .task import SignalAction, Task, default_rlimits
 from .time import Timekeeper
 
 log = logging.getLogger("pyrunsc.kernel")
@@ -99,6 +101,8 @@ class Kernel:
     current: Task | None = None
     #: pipe(2)'s internal mount (Linux ``pipe_mnt``).
     pipe_mount: Mount = field(default_factory=pipefs_mount)
+    #: Tasks ready to run, in turn.
+    _runnable: deque[Task] = field(default_factory=deque)
 
     # Creating processes.
 
@@ -202,30 +206,131 @@ class Kernel:
         self.tasks[tid] = task
         return task
 
+    # Processes.
+
+    def fork_task(self, parent: Task, *, share_files: bool = False, stack: int = 0, tls: int | None = None) -> Task:
+        """A child process of ``parent`` (Linux ``copy_process`` without
+        CLONE_VM): its memory copied, its FD table copied (or shared with
+        CLONE_FILES), the same cwd, root, credentials, limits and signal
+        dispositions; it returns 0 from the call. It is runnable at once."""
+        tid = self._next_tid
+        self._next_tid += 1
+        regs = parent.regs.copy()
+        regs.rax = 0
+        if stack:
+            regs.rsp = stack
+        if tls is not None:
+            regs.fs_base = tls
+        fs = FSContext(self.ns, parent.fs.root, parent.fs.cwd, parent.fs.creds, parent.fs.umask)
+        mm = parent.mm.fork(self.platform.new_address_space())
+        child = Task(
+            self, tid, regs, mm, fs, parent.fdtable if share_files else parent.fdtable.fork(),
+            parent=parent, comm=parent.comm, rlimits=dict(parent.rlimits), sigmask=parent.sigmask,
+            actions=dict(parent.actions), pgid=parent.pgid, sid=parent.sid, no_new_privs=parent.no_new_privs,
+        )
+        child.start_time = self.timekeeper.monotonic()
+        child.context = self.platform.new_context()
+        parent.children.append(child)
+        self.tasks[tid] = child
+        self._runnable.append(child)
+        return child
+
+    def kill(self, task: Task, sig: int) -> None:
+        """Send ``sig`` to ``task`` with its default action applied (delivery to
+        handlers comes with the signals work): stop/continue and the signals
+        whose default is to ignore do nothing; the others end the task."""
+        if sig in (host_signal.SIGCHLD, host_signal.SIGWINCH, host_signal.SIGURG, host_signal.SIGCONT,
+                   host_signal.SIGSTOP, host_signal.SIGTSTP, host_signal.SIGTTIN, host_signal.SIGTTOU):
+            return
+        if task.exit_status is None and not task.kill_signal:
+            task.kill_signal = sig
+
     # Running.
 
-    def run(self, task: Task) -> ExitStatus:
-        """Run ``task`` until it exits or is killed; returns how it ended."""
-        from ..syscalls import TaskExit, dispatch
+    def run(self, init: Task) -> ExitStatus:
+        """Run the sandbox until ``init`` exits or is killed; returns how it ended.
 
-        assert task.context is not None
-        context = task.context
-        while True:
+        Tasks take turns, one system call at a time. A call that must wait
+        (Block) parks its task; parked calls are served again when no task can
+        run. When init ends, every other task is ended too.
+        """
+        from ..syscalls import Block, TaskExit, dispatch
+
+        runnable = self._runnable
+        runnable.append(init)
+        blocked: list[Task] = []
+        while init.exit_status is None:
             if self.pending_kill:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
-                if sig not in (host_signal.SIGCHLD, host_signal.SIGWINCH, host_signal.SIGURG, host_signal.SIGCONT):
-                    return self._exit_task(task, ExitStatus(signal=sig))
-            stop, fault = context.switch(task.mm.aspace, task.regs)  # type: ignore[arg-type]
+                self.kill(init, sig)
+                if init.kill_signal and init in blocked:
+                    blocked.remove(init)
+                    runnable.appendleft(init)
+            if not runnable:
+                self._retry(blocked)
+                if not runnable:
+                    self._idle()
+                continue
+            task = runnable.popleft()
+            if task.kill_signal:
+                self._exit_task(task, ExitStatus(signal=task.kill_signal, core=task.kill_signal in CORE_SIGNALS))
+                continue
+            assert task.context is not None and task.mm.aspace is not None
+            stop, fault = task.context.switch(task.mm.aspace, task.regs)
             if stop is Stop.SYSCALL:
                 self.current = task
                 try:
                     dispatch(task)
+                except Block:
+                    blocked.append(task)
+                    continue
                 except TaskExit as e:
-                    return self._exit_task(task, ExitStatus(code=e.status))
+                    self._exit_task(task, ExitStatus(code=e.status))
+                    continue
+                runnable.append(task)
             elif stop is Stop.FAULT:
                 assert fault is not None
-                return self._exit_task(task, self._fault_status(task, fault))
+                self._exit_task(task, self._fault_status(task, fault))
+            else:
+                runnable.append(task)
+        for task in list(self.tasks.values()):
+            if task is not init and task.exit_status is None:
+                self._exit_task(task, ExitStatus(signal=host_signal.SIGKILL))
+        self.tasks.clear()
+        return init.exit_status
+
+    def _retry(self, blocked: list[Task]) -> None:
+        """Serve each parked call again; those that can go on become runnable."""
+        from ..syscalls import Block, TaskExit, dispatch
+
+        for task in list(blocked):
+            if task.kill_signal:
+                blocked.remove(task)
+                self._runnable.append(task)
+                continue
+            self.current = task
+            try:
+                dispatch(task)
+            except Block:
+                continue
+            except TaskExit as e:
+                blocked.remove(task)
+                self._exit_task(task, ExitStatus(code=e.status))
+                continue
+            blocked.remove(task)
+            self._runnable.append(task)
+
+    def _idle(self) -> None:
+        """Every task waits on another: nothing will change but a host signal
+        (pyrunsc kill), so wait for one."""
+        from .interrupt import blocking
+
+        try:
+            with blocking():
+                time.sleep(0.05)
+        except SyscallError:
+            pass
 
     def _fault_status(self, task: Task, fault: Fault) -> ExitStatus:
         """A synchronous fault with no handler kills the process (signal
@@ -234,11 +339,27 @@ class Kernel:
                  fault.addr, task.regs.rip)
         return ExitStatus(signal=fault.signo, core=fault.signo in CORE_SIGNALS)
 
-    def _exit_task(self, task: Task, status: ExitStatus) -> ExitStatus:
-        task.fdtable.close_all()
+    def _exit_task(self, task: Task, status: ExitStatus) -> None:
+        """End ``task`` (Linux ``do_exit``): close its files, free its memory and
+        platform context, give its children to init, and leave a zombie for
+        its parent to reap (none for init, or when the parent ignores SIGCHLD)."""
+        task.exit_status = status
+        if not any(t.fdtable is task.fdtable for t in self.tasks.values() if t is not task and t.exit_status is None):
+            task.fdtable.close_all()
         if task.context is not None:
             task.context.release()
             task.context = None
         task.mm.release()
-        self.tasks.pop(task.tid, None)
-        return status
+        init = self.tasks.get(1)
+        for child in task.children:
+            child.parent = init
+            if init is not None and init is not task:
+                init.children.append(child)
+        task.children = []
+        parent = task.parent
+        if parent is None or parent.exit_status is not None:
+            self.tasks.pop(task.tid, None)
+        elif parent.actions.get(host_signal.SIGCHLD, SignalAction()).handler == 1:
+            # SIGCHLD set to SIG_IGN: children are reaped at once (POSIX.1-2001).
+            parent.children.remove(task)
+            self.tasks.pop(task.tid, None)

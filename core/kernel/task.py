@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..vfs.fdtable import FDTable
     from ..vfs.namei import FSContext
     from .auth import Credentials
-    from .kernel import Kernel
+    from .kernel import ExitStatus, Kernel
 
 RLIMIT = {name: i for i, name in enumerate(RLIMITS)}
 
@@ -73,6 +73,12 @@ class Task:
     no_new_privs: bool = False
     #: Monotonic ns when the task was created (/proc/PID/stat starttime).
     start_time: int = 0
+    #: Child processes, live or zombie, until reaped by wait4/waitid.
+    children: list[Task] = field(default_factory=list)
+    #: How the task ended, once it has (a zombie until its parent reaps it).
+    exit_status: ExitStatus | None = None
+    #: A signal whose default action ends the task, to act on before it runs again.
+    kill_signal: int = 0
     pgid: int = 0
     sid: int = 0
 

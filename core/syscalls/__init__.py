@@ -60,6 +60,12 @@ def syscall(name: str, args: str = "") -> Callable[[Handler], Handler]:
     return register
 
 
+class Block(Exception):
+    """Raised by a handler whose call must wait (wait4 with no zombie child, a
+    read of an empty pipe): the task sleeps and the same call is served again
+    once other tasks have run. Nothing may have changed before raising it."""
+
+
 class TaskExit(Exception):
     """Raised by exit and exit_group: the task (or its thread group) ends."""
 
@@ -97,6 +103,8 @@ def dispatch(task: Task) -> None:
             ret = entry.fn(task, *args[: entry.nargs])
         except SyscallError as e:
             ret = -e.errno
+        except Block:
+            raise
         except TaskExit:
             if task.kernel.strace:
                 strace_log.info("[%4d] %s(%s) = ?", task.tid, entry.name, format_args(task, entry, args))

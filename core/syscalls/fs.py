@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..kernel.interrupt import blocking
+from ..kernel.task import SignalAction
 from ..vfs.file import O_PATH, FileDescription, file_accessed
 from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TERMIOS_SIZE, TIOCGPGRP, TIOCGWINSZ, HostFileOps
 from ..vfs.inode import Stat, major, minor
 from ..vfs.mount import VirtualDentry
 from ..vfs.namei import PATH_MAX, resolve
-from ..vfs.pipe import PipeEndOps
+from ..vfs.pipe import PipeEndOps, WouldBlock
 from ..vfs.vfs import UTIME_NOW, UTIME_OMIT, Timespec
-from . import syscall, to_signed
+from . import Block, syscall, to_signed
+
+SIGPIPE = 13
 
 if TYPE_CHECKING:
     from ..kernel.task import Task
@@ -85,7 +88,10 @@ def lookup_at(task: Task, dirfd: int, path: str, flags: int, *, follow_default: 
 def do_open(task: Task, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     path = path_arg(task, path_addr)
     flags &= 0xFFFFFFFF
-    desc = task.kernel.vfs.open(task.fs, start_of(task, _int32(dirfd), path), path, flags | os.O_LARGEFILE, mode)
+    try:
+        desc = task.kernel.vfs.open(task.fs, start_of(task, _int32(dirfd), path), path, flags | os.O_LARGEFILE, mode)
+    except WouldBlock:
+        raise Block() from None  # a FIFO waiting for its other end
     try:
         return task.fdtable.install(desc, cloexec=bool(flags & os.O_CLOEXEC))
     except SyscallError:
@@ -136,6 +142,14 @@ def _check_count(count: int) -> int:
     return min(count, MAX_RW_COUNT)
 
 
+def waiting(desc: FileDescription) -> Block | SyscallError:
+    """What a call that would block on ``desc`` raises: EAGAIN with
+    O_NONBLOCK, else Block (the task waits and the call is served again)."""
+    if desc.flags & os.O_NONBLOCK:
+        return SyscallError(errno.EAGAIN)
+    return Block()
+
+
 @syscall("read", "ioi")
 def sys_read(task: Task, fd: int, buf: int, count: int) -> int:
     desc = fd_of(task, fd)
@@ -143,7 +157,10 @@ def sys_read(task: Task, fd: int, buf: int, count: int) -> int:
     if desc.inode.is_dir() and not desc.flags & O_PATH:
         raise SyscallError(errno.EISDIR)
     list(task.mm._spans(buf, count, 2))  # EFAULT before consuming input
-    data = desc.read(count)
+    try:
+        data = desc.read(count)
+    except WouldBlock:
+        raise waiting(desc) from None
     task.mm.copy_out(buf, data)
     return len(data)
 
@@ -160,9 +177,11 @@ def _write(task: Task, desc: FileDescription, data: bytes, offset: int | None = 
         task.kernel.vfs.remove_privs(task.fs, desc)
     try:
         return desc.write(data) if offset is None else desc.pwrite(data, offset)
+    except WouldBlock:
+        raise waiting(desc) from None
     except SyscallError as e:
-        if e.errno == errno.EPIPE:
-            task.kernel.pending_kill = 13  # SIGPIPE, default action: terminate
+        if e.errno == errno.EPIPE and task.actions.get(SIGPIPE, SignalAction()).handler == 0:
+            task.kernel.kill(task, SIGPIPE)  # the default action ends the writer
         raise
 
 
@@ -200,7 +219,10 @@ def sys_readv(task: Task, fd: int, iov: int, count: int) -> int:
     desc = fd_of(task, fd)
     vecs = _iovecs(task, iov, count)
     total = sum(n for _, n in vecs)
-    data = desc.read(min(total, MAX_RW_COUNT))
+    try:
+        data = desc.read(min(total, MAX_RW_COUNT))
+    except WouldBlock:
+        raise waiting(desc) from None
     _scatter(task, vecs, data)
     return len(data)
 

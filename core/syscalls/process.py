@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..abi import RLIM_INFINITY, RLIMITS
 from ..errors import SyscallError
 from ..kernel.auth import NO_ID, Credentials
-from . import TaskExit, syscall
+from . import Block, TaskExit, syscall
 
 if TYPE_CHECKING:
     from ..kernel.task import Task
@@ -528,3 +528,143 @@ def sys_getpriority(task: Task, which: int, who: int) -> int:
         raise SyscallError(errno.EINVAL)
     return 20  # nice 0, as the syscall encodes it (20 - nice)
 
+
+
+# Processes: clone, fork, vfork, wait4, waitid (Linux kernel/fork.c, kernel/exit.c).
+
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_PIDFD, CLONE_PTRACE, CLONE_VFORK, CLONE_PARENT, CLONE_THREAD = 0x1000, 0x2000, 0x4000, 0x8000, 0x10000
+CLONE_NEWNS, CLONE_SYSVSEM, CLONE_SETTLS, CLONE_PARENT_SETTID = 0x20000, 0x40000, 0x80000, 0x100000
+CLONE_CHILD_CLEARTID, CLONE_DETACHED, CLONE_UNTRACED, CLONE_CHILD_SETTID = 0x200000, 0x400000, 0x800000, 0x1000000
+WNOHANG, WUNTRACED, WCONTINUED, WEXITED, WNOWAIT = 1, 2, 8, 4, 0x1000000
+WALL, WCLONE, WNOTHREAD = 0x40000000, 0x80000000, 0x20000000
+P_ALL, P_PID, P_PGID, P_PIDFD = 0, 1, 2, 3
+SIGCHLD = 17
+
+
+def do_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
+    """A new process. Threads (CLONE_THREAD, or CLONE_VM without CLONE_VFORK)
+    are not supported yet: ENOSYS, said plainly. vfork (CLONE_VM|CLONE_VFORK)
+    runs the child on a copy of the memory, which a child that only execs or
+    exits cannot tell apart."""
+    if flags & CLONE_THREAD or flags & CLONE_SIGHAND or (flags & CLONE_VM and not flags & CLONE_VFORK):
+        raise SyscallError(errno.ENOSYS, "threads are not supported yet")
+    if flags & (CLONE_NEWNS | 0x7E000000 & ~(CLONE_CHILD_SETTID | CLONE_DETACHED | CLONE_UNTRACED)):
+        raise SyscallError(errno.EINVAL if not flags & CLONE_NEWNS else errno.EPERM)
+    child = task.kernel.fork_task(
+        task, share_files=bool(flags & CLONE_FILES), stack=stack,
+        tls=tls if flags & CLONE_SETTLS else None,
+    )
+    tid = struct.pack("<i", child.tid)
+    if flags & CLONE_PARENT_SETTID and parent_tid:
+        task.mm.copy_out(parent_tid, tid)
+    if flags & CLONE_CHILD_SETTID and child_tid:
+        child.mm.copy_out(child_tid, tid)
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = child_tid
+    return child.tid
+
+
+@syscall("clone", "xppppx")
+def sys_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
+    return do_clone(task, flags & 0xFFFFFFFF, stack, parent_tid, child_tid, tls)
+
+
+@syscall("fork")
+def sys_fork(task: Task) -> int:
+    return do_clone(task, SIGCHLD, 0, 0, 0, 0)
+
+
+@syscall("vfork")
+def sys_vfork(task: Task) -> int:
+    return do_clone(task, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0)
+
+
+def _wait_status(t: Task) -> int:
+    st = t.exit_status
+    assert st is not None
+    return st.wait_status
+
+
+def _matches(task: Task, child: Task, pid: int) -> bool:
+    if pid > 0:
+        return child.tid == pid
+    if pid == -1:
+        return True
+    if pid == 0:
+        return child.pgid == task.pgid
+    return child.pgid == -pid
+
+
+def _reap(task: Task, child: Task) -> None:
+    task.children.remove(child)
+    task.kernel.tasks.pop(child.tid, None)
+
+
+@syscall("wait4", "ipxp")
+def sys_wait4(task: Task, pid: int, status: int, options: int, rusage: int) -> int:
+    """wait4(2): reap a zombie child; ECHILD with no such child; 0 with WNOHANG
+    while they all run; otherwise wait (Block). Stopped and continued
+    children come with job control."""
+    pid = _int32(pid)
+    if options & ~(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD):
+        raise SyscallError(errno.EINVAL)
+    candidates = [c for c in task.children if _matches(task, c, pid)]
+    if not candidates:
+        raise SyscallError(errno.ECHILD)
+    for child in candidates:
+        if child.exit_status is not None:
+            if status:
+                task.mm.copy_out(status, struct.pack("<i", _wait_status(child)))
+            if rusage:
+                task.mm.copy_out(rusage, bytes(144))
+            tid = child.tid
+            _reap(task, child)
+            return tid
+    if options & WNOHANG:
+        return 0
+    raise Block()
+
+
+@syscall("waitid", "iipxp")
+def sys_waitid(task: Task, idtype: int, ident: int, infop: int, options: int, rusage: int) -> int:
+    """waitid(2) for exited children (WEXITED), with WNOHANG and WNOWAIT."""
+    ident = _int32(ident)
+    if not options & (WEXITED | WUNTRACED | WCONTINUED) or options & ~(
+        WNOHANG | WEXITED | WUNTRACED | WCONTINUED | WNOWAIT | WALL | WCLONE | WNOTHREAD
+    ):
+        raise SyscallError(errno.EINVAL)
+    if idtype == P_ALL:
+        pid = -1
+    elif idtype == P_PID:
+        if ident <= 0:
+            raise SyscallError(errno.EINVAL)
+        pid = ident
+    elif idtype == P_PGID:
+        pid = -ident if ident > 0 else 0
+    else:
+        raise SyscallError(errno.EINVAL)
+    candidates = [c for c in task.children if _matches(task, c, pid)]
+    if not candidates:
+        raise SyscallError(errno.ECHILD)
+    for child in candidates:
+        st = child.exit_status
+        if st is not None and options & WEXITED:
+            if infop:
+                # siginfo_t: si_signo, si_errno, si_code, then si_pid, si_uid, si_status.
+                code, value = (1, st.code) if not st.signal else (3 if st.core else 2, st.signal)
+                task.mm.copy_out(infop, struct.pack("<iiiiIi", SIGCHLD, 0, code, child.tid,
+                                                    child.fs.creds.uid, value).ljust(128, b"\0"))
+            if not options & WNOWAIT:
+                _reap(task, child)
+            return 0
+    if options & WNOHANG:
+        if infop:
+            task.mm.copy_out(infop, bytes(128))
+        return 0
+    raise Block()
+
+
+def _int32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v

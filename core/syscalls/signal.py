@@ -74,45 +74,68 @@ def sys_sigaltstack(task: Task, ss: int, old: int) -> int:
 
 @syscall("kill", "ii")
 def sys_kill(task: Task, pid: int, sig: int) -> int:
-    pid = pid - (1 << 64) if pid >> 63 else pid
+    """kill(2) to a process, a process group (pid 0 or < -1) or all (-1);
+    ESRCH when none matches, EINVAL for a bad signal."""
+    pid = _int32(pid)
     if not 0 <= sig <= 64:
         raise SyscallError(errno.EINVAL)
-    if pid not in (0, -1, task.tgid, -task.pgid):
+    kernel = task.kernel
+    live = [t for t in kernel.tasks.values() if t.exit_status is None]
+    if pid > 0:
+        targets = [t for t in live if t.tgid == pid]
+    elif pid == 0:
+        targets = [t for t in live if t.pgid == task.pgid]
+    elif pid == -1:
+        targets = [t for t in live if t.tid != 1 or t is task]
+    else:
+        targets = [t for t in live if t.pgid == -pid]
+    if not targets:
         raise SyscallError(errno.ESRCH)
     if sig:
-        _self_signal(task, sig)
+        for t in targets:
+            _signal(t, sig)
     return 0
 
 
 @syscall("tgkill", "iii")
 def sys_tgkill(task: Task, tgid: int, tid: int, sig: int) -> int:
-    if not 0 <= sig <= 64 or tgid >> 31 or tid >> 31 or tgid == 0 or tid == 0:
+    tgid, tid = _int32(tgid), _int32(tid)
+    if not 0 <= sig <= 64 or tgid <= 0 or tid <= 0:
         raise SyscallError(errno.EINVAL)
-    if tid != task.tid or tgid != task.tgid:
+    target = task.kernel.tasks.get(tid)
+    if target is None or target.tgid != tgid or target.exit_status is not None:
         raise SyscallError(errno.ESRCH)
     if sig:
-        _self_signal(task, sig)
+        _signal(target, sig)
     return 0
 
 
 @syscall("tkill", "ii")
 def sys_tkill(task: Task, tid: int, sig: int) -> int:
-    if not 0 <= sig <= 64 or tid >> 31 or tid == 0:
+    tid = _int32(tid)
+    if not 0 <= sig <= 64 or tid <= 0:
         raise SyscallError(errno.EINVAL)
-    if tid != task.tid:
+    target = task.kernel.tasks.get(tid)
+    if target is None or target.exit_status is not None:
         raise SyscallError(errno.ESRCH)
     if sig:
-        _self_signal(task, sig)
+        _signal(target, sig)
     return 0
 
 
-def _self_signal(task: Task, sig: int) -> None:
-    """A signal a task sends itself. Ignored signals and those whose default
-    is to ignore are dropped; a caught signal cannot be delivered to its handler
-    yet, which we say plainly rather than pretend."""
+def _signal(task: Task, sig: int) -> None:
+    """Deliver ``sig`` to ``task`` as far as the kernel can yet: ignored
+    signals are dropped and the default action applies (the kernel's
+    ``kill``); a caught signal cannot reach its handler yet, which we say
+    plainly rather than pretend."""
     action = task.actions.get(sig, SignalAction())
-    if action.handler == 1 or (action.handler == 0 and sig in (17, 23, 28)):  # SIG_IGN; CHLD, URG, WINCH
+    if action.handler == 1:  # SIG_IGN
         return
-    if action.handler not in (0, 1):
+    if action.handler not in (0, 1) and sig not in (SIGKILL, SIGSTOP):
         raise SyscallError(errno.ENOSYS, "signal handlers are not delivered yet")
-    task.kernel.pending_kill = sig
+    task.kernel.kill(task, sig)
+
+
+def _int32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v

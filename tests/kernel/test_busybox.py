@@ -164,6 +164,26 @@ def test_same_as_native(bundle: Path, args: list[str]) -> None:
     same(bundle, args)
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        "ls / | wc -l",
+        "cat /etc/passwd | sort -r | head -n 1",
+        "(echo in a subshell; exit 3); echo status $?",
+        "for i in 1 2 3; do echo $i; done | tr 1-3 a-c",
+        "x=$(echo captured); echo \"got $x\"",
+        "seq 1 20000 | md5sum",
+        "false || echo fallback; true && echo chained",
+        "sh -c 'exit 7'; echo child said $?",
+        "ls /nonexistent 2>&1 | wc -l",
+        "echo to stderr >&2; cat /etc/group | wc -c",
+    ],
+)
+def test_shell_pipelines_and_subshells(bundle: Path, script: str) -> None:
+    """fork, exec, wait4 and pipes between processes, as a shell uses them."""
+    same(bundle, ["sh", "-c", script])
+
+
 def test_ls_root(bundle: Path) -> None:
     """``ls -la /``: mount points differ in size and time (tmpfs, proc, sysfs
     against the host's folders), so those lines are masked, and with them the

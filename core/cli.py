@@ -656,8 +656,26 @@ def _global_flags(args: list[str]) -> dict[str, str]:
     return found
 
 
+def ensure_stdio() -> None:
+    """Open /dev/null on any of fds 0, 1 and 2 the caller left closed, so that
+    no file pyrunsc opens (a gofer socket, the memory file) lands there and
+    becomes the container's stdio."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:  # a lower fd was closed too and took it; keep both as /dev/null
+                os.dup2(opened, fd)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's stdout
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's stderr
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: load plugins, let them add commands, run."""
+    ensure_stdio()
     state = State()
     # Plugins load (and may warn) before click parses the flags: honour the
     # logging flags already.

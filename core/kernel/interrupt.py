@@ -40,16 +40,19 @@ def blocking() -> Iterator[None]:
     try:
         yield
     except Interrupted:
+        # Stop counting first, so a second signal cannot raise again here.
+        _blocking = 0
         raise SyscallError(errno.EINTR) from None
     finally:
-        _blocking -= 1
+        _blocking = max(_blocking - 1, 0)
 
 
 def interrupt() -> None:
     """Call from a signal handler: abort the blocking host call in progress, if any."""
-    global _pending
+    global _pending, _blocking
     _pending = True
     if _blocking:
+        _blocking = 0  # raise once per blocking call
         raise Interrupted
 
 

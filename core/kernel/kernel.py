@@ -245,6 +245,18 @@ class Kernel:
         if task.exit_status is None and not task.kill_signal:
             task.kill_signal = sig
 
+    def signal_from_host(self, task: Task, sig: int) -> None:
+        """A signal forwarded from the host (``pyrunsc kill``, a Ctrl-C at a
+        foreground run): dropped when the task ignores it; a caught signal
+        cannot reach its handler yet, so its default action applies, logged."""
+        handler = task.actions.get(sig, SignalAction()).handler
+        if handler == 1:  # SIG_IGN
+            return
+        if handler != 0:
+            log.warning("signal %d has a handler in task %d, which cannot run yet: applying the default action",
+                        sig, task.tid)
+        self.kill(task, sig)
+
     # Running.
 
     def run(self, init: Task) -> ExitStatus:
@@ -263,7 +275,7 @@ class Kernel:
             if self.pending_kill:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
-                self.kill(init, sig)
+                self.signal_from_host(init, sig)
                 if init.kill_signal and init in blocked:
                     blocked.remove(init)
                     runnable.appendleft(init)

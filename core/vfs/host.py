@@ -64,8 +64,10 @@ class HostInode(Inode):
 
 
 class HostFileOps(FileOps):
-    """I/O on a host fd. A regular host file is seekable with the sentry's own
-    offset (pread/pwrite); pipes, sockets and terminals are not."""
+    """I/O on a host fd. A regular host file is seekable; its description
+    starts at the host fd's offset and moves it along, so the caller sees
+    where the container stopped (a shared open file description, as runc
+    gives). Pipes, sockets and terminals are not seekable."""
 
     def __init__(self, inode: HostInode) -> None:
         self.inode = inode
@@ -74,7 +76,10 @@ class HostFileOps(FileOps):
     def read(self, fd: FileDescription, length: int, offset: int) -> bytes:
         try:
             if self.seekable:
-                return os.pread(self.inode.host_fd, length, offset)
+                # The caller's open file description is shared with the
+                # container (as with runc): keep the host offset where ours is.
+                os.lseek(self.inode.host_fd, offset, os.SEEK_SET)
+                return os.read(self.inode.host_fd, length)
             with blocking():
                 return os.read(self.inode.host_fd, length)
         except BlockingIOError:
@@ -85,7 +90,8 @@ class HostFileOps(FileOps):
     def write(self, fd: FileDescription, data: bytes, offset: int) -> int:
         try:
             if self.seekable:
-                return os.pwrite(self.inode.host_fd, data, offset)
+                os.lseek(self.inode.host_fd, offset, os.SEEK_SET)
+                return os.write(self.inode.host_fd, data)
             with blocking():
                 return os.write(self.inode.host_fd, data)
         except BlockingIOError:
@@ -150,4 +156,7 @@ class HostFiles:
             flags = os.O_RDWR
         inode = HostInode(self.sb, host_fd)
         vd = VirtualDentry(self.mount, Dentry(inode, f"host:[{host_fd}]"))
-        return FileDescription(vd, flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK))
+        desc = FileDescription(vd, flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK))
+        if desc.ops.seekable:
+            desc.offset = os.lseek(host_fd, 0, os.SEEK_CUR)
+        return desc

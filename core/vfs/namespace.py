@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..errors import PyrunscError, SyscallError
+from ..errors import ConfigError, PyrunscError, SyscallError
 from ..kernel.auth import Credentials
 from ..mounts import MountFlags, ResolvedMount, subtargets
 from ..spec import Mount as SpecMount
@@ -43,6 +43,11 @@ def _superblock(ctx: MountContext, r: ResolvedMount, flags: MountFlags) -> Super
     try:
         return fs.mount(ctx, r.mount.source or "none", flags, ",".join(r.data))
     except SyscallError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR) and r.mount.type == "bind":
+            file, field = r.mount.origin or (None, f"mount at {r.mount.destination}")
+            what = "does not exist" if e.errno == errno.ENOENT else "is not a folder (only folders can be bound yet)"
+            raise ConfigError(f"the source {r.mount.source!r} of the mount at {r.mount.destination} {what}",
+                              file=file, field=field) from e
         raise PyrunscError(
             f"cannot mount {r.fs_name} at {r.mount.destination} (source {r.mount.source or 'none'!r}): {e}"
         ) from e

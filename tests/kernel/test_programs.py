@@ -217,3 +217,51 @@ def test_strace_logs_each_call_decoded(bundle: Path, tmp_path: Path) -> None:
     assert any("write(1, " in line and "b'traced\\n'" in line and line.endswith("= 7") for line in lines), lines
     assert any("exit_group(0) = ?" in line for line in lines)
     assert any("rseq(" in line and "ENOSYS" in line for line in lines)  # unsupported calls show their errno
+
+
+def test_closed_stdio_is_dev_null_not_an_internal_file(bundle: Path, tmp_path: Path) -> None:
+    """A caller with fd 0 closed: the container reads end of file, never the
+    gofer's socket or the memory file that would otherwise take fd 0."""
+    spec(bundle, ["cat"])
+    for mode in ("proxy", "direct"):
+        r = subprocess.run([str(PYRUNSC), "--root", str(tmp_path), "--file-access", mode, "run", "--bundle",
+                            str(bundle), f"closed-{mode}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           preexec_fn=lambda: os.close(0), timeout=30)
+        assert r.returncode == 0 and r.stdout == b"", r.stderr
+
+
+def test_stdio_files_share_the_callers_offset(bundle: Path, tmp_path: Path) -> None:
+    """As with runc, the container's stdio is the caller's open file
+    description: it reads from the caller's position and writes after what
+    the caller wrote."""
+    spec(bundle, ["sh", "-c", "read x; echo got $x"])
+    lines = tmp_path / "lines"
+    lines.write_text("l1\nl2\nl3\n")
+    out = tmp_path / "out"
+    script = (f"read a; echo BEFORE; {PYRUNSC} --root {tmp_path} --file-access direct run --bundle {bundle} off; "
+              "read b; echo host read $b")
+    with lines.open() as stdin, out.open("w") as stdout:
+        subprocess.run(["/bin/bash", "-c", script], stdin=stdin, stdout=stdout, check=True, timeout=30)
+    assert out.read_text() == "BEFORE\ngot l2\nhost read l3\n"
+
+
+def test_an_ignored_signal_from_the_host_is_ignored(bundle: Path, tmp_path: Path) -> None:
+    spec(bundle, ["sh", "-c", "trap '' INT; read x; echo read-returned"])
+    r_fd, w_fd = os.pipe()
+    p = subprocess.Popen([str(PYRUNSC), "--root", str(tmp_path), "--file-access", "direct", "run", "--bundle",
+                          str(bundle), "ign"], stdin=r_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(r_fd)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "ign" / "state.json").exists() or json.loads(
+        (tmp_path / "ign" / "state.json").read_text()
+    )["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)  # let the shell set its trap and block in read
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    os.write(w_fd, b"line\n")
+    os.close(w_fd)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    assert out == b"read-returned\n"

@@ -225,7 +225,7 @@ def test_closed_stdio_is_dev_null_not_an_internal_file(bundle: Path, tmp_path: P
     spec(bundle, ["cat"])
     for mode in ("proxy", "direct"):
         r = subprocess.run([str(PYRUNSC), "--root", str(tmp_path), "--file-access", mode, "run", "--bundle",
-                            str(bundle), f"closed-{mode}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            str(bundle), f"closed-{mode}"], capture_output=True,
                            preexec_fn=lambda: os.close(0), timeout=30)
         assert r.returncode == 0 and r.stdout == b"", r.stderr
 

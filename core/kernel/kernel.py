@@ -30,6 +30,7 @@ from ..vfs.namei import FSContext, resolve
 from ..vfs.permissions import MAY_EXEC, check_permission
 from ..vfs.pipe import pipefs_mount
 from ..vfs.vfs import VirtualFilesystem
+from . import signals
 from .auth import Credentials
 from .interrupt import handled as interrupt_handled
 from .task import SignalAction, Task, default_rlimits
@@ -235,27 +236,14 @@ class Kernel:
         self._runnable.append(child)
         return child
 
-    def kill(self, task: Task, sig: int) -> None:
-        """Send ``sig`` to ``task`` with its default action applied (delivery to
-        handlers comes with the signals work): stop/continue and the signals
-        whose default is to ignore do nothing; the others end the task."""
-        if sig in (host_signal.SIGCHLD, host_signal.SIGWINCH, host_signal.SIGURG, host_signal.SIGCONT,
-                   host_signal.SIGSTOP, host_signal.SIGTSTP, host_signal.SIGTTIN, host_signal.SIGTTOU):
-            return
-        if task.exit_status is None and not task.kill_signal:
-            task.kill_signal = sig
+    def kill(self, task: Task, sig: int, info: bytes | None = None) -> None:
+        """Send ``sig`` to ``task``; its disposition applies when it is delivered."""
+        signals.send(task, sig, info)
 
     def signal_from_host(self, task: Task, sig: int) -> None:
         """A signal forwarded from the host (``pyrunsc kill``, a Ctrl-C at a
-        foreground run): dropped when the task ignores it; a caught signal
-        cannot reach its handler yet, so its default action applies, logged."""
-        handler = task.actions.get(sig, SignalAction()).handler
-        if handler == 1:  # SIG_IGN
-            return
-        if handler != 0:
-            log.warning("signal %d has a handler in task %d, which cannot run yet: applying the default action",
-                        sig, task.tid)
-        self.kill(task, sig)
+        foreground run), as if sent by the kernel to the container's init."""
+        signals.send(task, sig, signals.siginfo(sig, signals.SI_KERNEL))
 
     # Running.
 
@@ -276,15 +264,26 @@ class Kernel:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
                 self.signal_from_host(init, sig)
-                if init.kill_signal and init in blocked:
-                    blocked.remove(init)
-                    runnable.appendleft(init)
+            woken = [t for t in blocked if t.kill_signal or signals.deliverable(t)]
+            if woken:
+                # A signal wakes a parked call. If the call can finish now (the
+                # child it waits for has exited) it does, as on Linux; otherwise
+                # it fails EINTR, or restarts after the handler (SA_RESTART).
+                self._retry(blocked, only=woken)
+                for task in woken:
+                    if task in blocked:
+                        blocked.remove(task)
+                        if not task.kill_signal:
+                            signals.interrupt_blocked_call(task)
+                        runnable.appendleft(task)
             if not runnable:
                 self._retry(blocked)
                 if not runnable:
                     self._idle()
                 continue
             task = runnable.popleft()
+            if task.pending and not task.kill_signal:
+                signals.deliver(task)
             if task.kill_signal:
                 self._exit_task(task, ExitStatus(signal=task.kill_signal, core=task.kill_signal in CORE_SIGNALS))
                 continue
@@ -303,7 +302,10 @@ class Kernel:
                 runnable.append(task)
             elif stop is Stop.FAULT:
                 assert fault is not None
-                self._exit_task(task, self._fault_status(task, fault))
+                if self._fault_handled(task, fault):
+                    runnable.appendleft(task)
+                else:
+                    self._exit_task(task, self._fault_status(task, fault))
             else:
                 runnable.append(task)
         for task in list(self.tasks.values()):
@@ -312,14 +314,13 @@ class Kernel:
         self.tasks.clear()
         return init.exit_status
 
-    def _retry(self, blocked: list[Task]) -> None:
-        """Serve each parked call again; those that can go on become runnable."""
+    def _retry(self, blocked: list[Task], only: list[Task] | None = None) -> None:
+        """Serve each parked call (or those in ``only``) again; those that can
+        go on leave ``blocked`` and become runnable."""
         from ..syscalls import Block, TaskExit, dispatch
 
-        for task in list(blocked):
+        for task in list(only if only is not None else blocked):
             if task.kill_signal:
-                blocked.remove(task)
-                self._runnable.append(task)
                 continue
             self.current = task
             try:
@@ -343,6 +344,15 @@ class Kernel:
                 time.sleep(0.05)
         except SyscallError:
             pass
+
+    def _fault_handled(self, task: Task, fault: Fault) -> bool:
+        """A fault the task has a handler for, unblocked: it gets the signal
+        (Linux ``force_sig_fault``); otherwise the fault ends the task."""
+        act = signals.action(task, fault.signo)
+        if act.handler in (0, 1) or task.sigmask >> (fault.signo - 1) & 1:
+            return False
+        signals.send(task, fault.signo, signals.siginfo(fault.signo, fault.code, addr=fault.addr))
+        return True
 
     def _fault_status(self, task: Task, fault: Fault) -> ExitStatus:
         """A synchronous fault with no handler kills the process (signal
@@ -369,6 +379,10 @@ class Kernel:
                 init.children.append(child)
         task.children = []
         parent = task.parent
+        if parent is not None and parent.exit_status is None:
+            code, value = (1, status.code) if not status.signal else (3 if status.core else 2, status.signal)
+            signals.send(parent, host_signal.SIGCHLD, signals.siginfo(
+                host_signal.SIGCHLD, code, pid=task.tid, uid=task.fs.creds.uid, status=value))
         if parent is None or parent.exit_status is not None:
             self.tasks.pop(task.tid, None)
         elif parent.actions.get(host_signal.SIGCHLD, SignalAction()).handler == 1:

@@ -79,6 +79,9 @@ class Task:
     exit_status: ExitStatus | None = None
     #: A signal whose default action ends the task, to act on before it runs again.
     kill_signal: int = 0
+    #: Pending signals (bit n-1 for signal n) and the siginfo each carries.
+    pending: int = 0
+    siginfo: dict[int, bytes] = field(default_factory=dict)
     pgid: int = 0
     sid: int = 0
 

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..kernel.interrupt import blocking
-from ..kernel.task import SignalAction
 from ..vfs.file import O_PATH, FileDescription, file_accessed
 from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TERMIOS_SIZE, TIOCGPGRP, TIOCGWINSZ, HostFileOps
 from ..vfs.inode import Stat, major, minor
@@ -180,8 +179,8 @@ def _write(task: Task, desc: FileDescription, data: bytes, offset: int | None = 
     except WouldBlock:
         raise waiting(desc) from None
     except SyscallError as e:
-        if e.errno == errno.EPIPE and task.actions.get(SIGPIPE, SignalAction()).handler == 0:
-            task.kernel.kill(task, SIGPIPE)  # the default action ends the writer
+        if e.errno == errno.EPIPE:
+            task.kernel.kill(task, SIGPIPE)  # by default it ends the writer
         raise
 
 

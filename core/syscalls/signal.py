@@ -9,6 +9,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..kernel import signals
 from ..kernel.task import SignalAction
 from . import syscall
 
@@ -31,6 +32,8 @@ def sys_rt_sigaction(task: Task, sig: int, act: int, oldact: int, sigsetsize: in
             raise SyscallError(errno.EINVAL)
         handler, flags, restorer, mask = SIGACTION.unpack(task.mm.copy_in(act, SIGACTION.size))
         task.actions[sig] = SignalAction(handler, flags, restorer, mask & ~UNBLOCKABLE)
+        if signals.is_ignored(task, sig):
+            task.pending &= ~(1 << (sig - 1))  # POSIX: a pending signal set to be ignored is discarded
     if oldact:
         task.mm.copy_out(oldact, SIGACTION.pack(old.handler, old.flags, old.restorer, old.mask))
     return 0
@@ -93,7 +96,7 @@ def sys_kill(task: Task, pid: int, sig: int) -> int:
         raise SyscallError(errno.ESRCH)
     if sig:
         for t in targets:
-            _signal(t, sig)
+            _signal(t, sig, task)
     return 0
 
 
@@ -106,7 +109,7 @@ def sys_tgkill(task: Task, tgid: int, tid: int, sig: int) -> int:
     if target is None or target.tgid != tgid or target.exit_status is not None:
         raise SyscallError(errno.ESRCH)
     if sig:
-        _signal(target, sig)
+        _signal(target, sig, task)
     return 0
 
 
@@ -119,21 +122,27 @@ def sys_tkill(task: Task, tid: int, sig: int) -> int:
     if target is None or target.exit_status is not None:
         raise SyscallError(errno.ESRCH)
     if sig:
-        _signal(target, sig)
+        _signal(target, sig, task)
     return 0
 
 
-def _signal(task: Task, sig: int) -> None:
-    """Deliver ``sig`` to ``task`` as far as the kernel can yet: ignored
-    signals are dropped and the default action applies (the kernel's
-    ``kill``); a caught signal cannot reach its handler yet, which we say
-    plainly rather than pretend."""
-    action = task.actions.get(sig, SignalAction())
-    if action.handler == 1:  # SIG_IGN
-        return
-    if action.handler not in (0, 1) and sig not in (SIGKILL, SIGSTOP):
-        raise SyscallError(errno.ENOSYS, "signal handlers are not delivered yet")
-    task.kernel.kill(task, sig)
+def _signal(task: Task, sig: int, sender: Task) -> None:
+    """Send ``sig`` from ``sender`` (si_code SI_USER with its pid and uid); the
+    disposition applies on delivery."""
+    signals.send(task, sig, signals.siginfo(sig, signals.SI_USER, pid=sender.tgid, uid=sender.fs.creds.uid))
+
+
+@syscall("rt_sigreturn")
+def sys_rt_sigreturn(task: Task) -> int:
+    return signals.sigreturn(task)
+
+
+@syscall("rt_sigpending", "pi")
+def sys_rt_sigpending(task: Task, addr: int, sigsetsize: int) -> int:
+    if sigsetsize != 8:
+        raise SyscallError(errno.EINVAL)
+    task.mm.copy_out(addr, struct.pack("<Q", task.pending & task.sigmask))
+    return 0
 
 
 def _int32(v: int) -> int:

@@ -177,6 +177,8 @@ def test_same_as_native(bundle: Path, args: list[str]) -> None:
         "sh -c 'exit 7'; echo child said $?",
         "ls /nonexistent 2>&1 | wc -l",
         "echo to stderr >&2; cat /etc/group | wc -c",
+        "trap 'echo caught USR1' USR1; kill -USR1 $$; echo after",
+        "trap 'echo bye' EXIT; trap 'echo term' TERM; (kill -TERM $$); echo still here",
     ],
 )
 def test_shell_pipelines_and_subshells(bundle: Path, script: str) -> None:

@@ -31,7 +31,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bin_dir = b / "rootfs" / "bin"
     bin_dir.mkdir(parents=True)
     (b / "rootfs" / "tmp").mkdir()
-    for name in ("syscalls", "segv"):
+    for name in ("syscalls", "segv", "signals"):
         build(HERE / "c" / f"{name}.c", bin_dir / name)
     shutil.copy2("/bin/busybox", bin_dir / "busybox")
     for applet in ("sh", "sleep", "echo", "cat", "true"):
@@ -55,6 +55,16 @@ def pyrunsc(root: Path, *args: str, **kw: object) -> subprocess.CompletedProcess
 def test_system_calls_precisely(bundle: Path, tmp_path: Path) -> None:
     spec(bundle, ["/bin/syscalls"])
     r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "sys")
+    failed = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
+    assert not failed, "\n".join(failed)
+    assert r.stdout.rstrip().endswith("0 failures") and r.returncode == 0, r.stdout + r.stderr
+
+
+def test_signal_delivery(bundle: Path, tmp_path: Path) -> None:
+    """Handlers on an rt_sigframe with siginfo, masks, sigreturn, SIGSEGV
+    handlers, the alternate stack, SIGCHLD and default actions in children."""
+    spec(bundle, ["/bin/signals"])
+    r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "sigs")
     failed = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
     assert not failed, "\n".join(failed)
     assert r.stdout.rstrip().endswith("0 failures") and r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,195 @@
+"""Signal delivery (Linux ``kernel/signal.c``, ``arch/x86/kernel/signal.c``;
+gVisor ``kernel/task_signals.go``, ``arch/signal_amd64.go``).
+
+A signal sent to a task is pending until the task is about to run with it
+unblocked. Then its disposition applies: ignored, the default action
+(terminate, dump core, stop, continue, ignore), or a handler, which runs on a
+``rt_sigframe`` pushed on the task's stack (or its alternate stack with
+SA_ONSTACK): the saved registers and FP state, the signal mask and a
+``siginfo``. ``rt_sigreturn`` restores them. A task parked in a system call
+is woken: the call fails with EINTR, or is restarted after the handler when
+the handler has SA_RESTART.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal as sig_names
+import struct
+from typing import TYPE_CHECKING
+
+from ..arch import USER_CS, USER_DS, XSAVE_SIZE
+from ..errors import SyscallError
+from .task import SignalAction
+
+if TYPE_CHECKING:
+    from .task import Task
+
+SIGKILL, SIGSTOP, SIGCHLD, SIGCONT = 9, 19, 17, 18
+SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_ONSTACK = 0x1, 0x2, 0x4, 0x08000000
+SA_RESTART, SA_NODEFER, SA_RESETHAND, SA_RESTORER = 0x10000000, 0x40000000, 0x80000000, 0x04000000
+SS_ONSTACK, SS_DISABLE = 1, 2
+SI_USER, SI_KERNEL = 0, 0x80
+
+#: Default action "ignore" (Linux ``SIG_KERNEL_IGNORE_MASK``), and "stop".
+DEFAULT_IGNORE = {SIGCHLD, SIGCONT, int(sig_names.SIGURG), int(sig_names.SIGWINCH)}
+DEFAULT_STOP = {SIGSTOP, int(sig_names.SIGTSTP), int(sig_names.SIGTTIN), int(sig_names.SIGTTOU)}
+UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
+
+#: struct rt_sigframe layout on x86-64: pretcode, ucontext (uc_flags, uc_link,
+#: uc_stack, uc_mcontext, uc_sigmask), siginfo.
+UC_OFFSET, STACK_OFFSET, MCONTEXT_OFFSET, SIGMASK_OFFSET, SIGINFO_OFFSET = 8, 24, 48, 304, 312
+FRAME_SIZE = 440
+#: sigcontext's general registers, in order, as named in Registers.
+SIGCONTEXT_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx",
+                   "rax", "rcx", "rsp", "rip", "eflags")
+UC_FP_XSTATE, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 1, 2, 4
+#: EFLAGS bits user code may change (Linux FIX_EFLAGS).
+FIX_EFLAGS = 0x40DD5
+#: The restart codes a system call returns when a signal interrupts it.
+ERESTARTSYS = 512
+
+
+def action(task: Task, sig: int) -> SignalAction:
+    return task.actions.get(sig, SignalAction())
+
+
+def is_ignored(task: Task, sig: int) -> bool:
+    """Whether ``sig`` would be dropped on arrival (SIG_IGN, or a default of ignore)."""
+    handler = action(task, sig).handler
+    return handler == 1 or (handler == 0 and sig in DEFAULT_IGNORE)
+
+
+def send(task: Task, sig: int, info: bytes | None = None) -> None:
+    """Make ``sig`` pending for ``task`` (Linux ``send_signal``); dropped when
+    ignored and not blocked. ``info`` is the siginfo (128 bytes) to deliver."""
+    if task.exit_status is not None or not 1 <= sig <= 64:
+        return
+    if sig == SIGKILL:
+        task.kill_signal = SIGKILL
+        return
+    if is_ignored(task, sig) and not task.sigmask >> (sig - 1) & 1:
+        return
+    task.pending |= 1 << (sig - 1)
+    task.siginfo[sig] = info or siginfo(sig, SI_USER)
+
+
+def siginfo(sig: int, code: int, *, pid: int = 0, uid: int = 0, addr: int | None = None,
+            status: int | None = None) -> bytes:
+    """A ``siginfo_t`` (128 bytes): signo, errno, code, then the union (pid and
+    uid for kill; the address for faults; pid, uid and status for SIGCHLD)."""
+    head = struct.pack("<iii4x", sig, 0, code)
+    if addr is not None:
+        body = struct.pack("<Q", addr)
+    elif status is not None:
+        body = struct.pack("<iIi", pid, uid, status)
+    else:
+        body = struct.pack("<iI", pid, uid)
+    return (head + body).ljust(128, b"\0")
+
+
+def deliverable(task: Task) -> int:
+    """The next pending, unblocked signal (SIGKILL first, then lowest), or 0."""
+    ready = task.pending & ~task.sigmask
+    if not ready:
+        return 0
+    return (ready & -ready).bit_length()
+
+
+def deliver(task: Task) -> bool:
+    """Act on pending unblocked signals before ``task`` runs. Returns False
+    when a default action ended the task (``kill_signal`` is then set)."""
+    while sig := deliverable(task):
+        task.pending &= ~(1 << (sig - 1))
+        info = task.siginfo.pop(sig, siginfo(sig, SI_USER))
+        act = action(task, sig)
+        if act.handler == 1 or (act.handler == 0 and (sig in DEFAULT_IGNORE or sig in DEFAULT_STOP)):
+            continue  # ignored (stopping comes with job control)
+        if act.handler == 0:
+            task.kill_signal = sig
+            return False
+        try:
+            _push_frame(task, sig, act, info)
+        except SyscallError:
+            task.kill_signal = int(sig_names.SIGSEGV)  # Linux force_sigsegv: no room for the frame
+            return False
+        return True
+    return True
+
+
+def _push_frame(task: Task, sig: int, act: SignalAction, info: bytes) -> None:
+    regs = task.regs
+    mm = task.mm
+    alt_sp, alt_flags, alt_size = task.altstack
+    on_alt = alt_sp <= regs.rsp < alt_sp + alt_size if not alt_flags & SS_DISABLE else False
+    if act.flags & SA_ONSTACK and not alt_flags & SS_DISABLE and not on_alt:
+        sp = alt_sp + alt_size
+    else:
+        sp = regs.rsp - 128  # the red zone
+    fpstate = (sp - XSAVE_SIZE) & ~63
+    frame = ((fpstate - FRAME_SIZE) & ~15) - 8
+    mcontext = struct.pack("<18Q", *(getattr(regs, r) for r in SIGCONTEXT_REGS))
+    mcontext += struct.pack("<4H", regs.cs & 0xFFFF, 0, 0, regs.ss & 0xFFFF)
+    mcontext += struct.pack("<5Q", 0, 0, task.sigmask, 0, fpstate) + bytes(64)
+    stack = struct.pack("<Qi4xQ", alt_sp, (SS_ONSTACK if on_alt else 0) | (alt_flags & SS_DISABLE), alt_size)
+    uc = struct.pack("<QQ", UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0) + stack + mcontext
+    uc += struct.pack("<Q", task.sigmask)
+    mm.copy_out(fpstate, bytes(regs.fpstate))
+    mm.copy_out(frame, struct.pack("<Q", act.restorer) + uc + info)
+    regs.rdi, regs.rsi, regs.rdx = sig, frame + SIGINFO_OFFSET, frame + UC_OFFSET
+    regs.rax = 0
+    regs.rsp, regs.rip = frame, act.handler
+    regs.eflags &= ~0x50500  # clear DF, TF, RF, AC as Linux does on entry
+    regs.cs, regs.ss = USER_CS, USER_DS
+    regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    mask = task.sigmask | act.mask
+    if not act.flags & SA_NODEFER:
+        mask |= 1 << (sig - 1)
+    task.sigmask = mask & ~UNBLOCKABLE
+    if act.flags & SA_RESETHAND:
+        task.actions[sig] = SignalAction()
+
+
+def sigreturn(task: Task) -> int:
+    """rt_sigreturn(2): restore what the frame below ``rsp`` saved; returns
+    the restored rax. A frame that cannot be read ends the task with SIGSEGV."""
+    regs = task.regs
+    frame = regs.rsp - 8
+    try:
+        raw = task.mm.copy_in(frame + UC_OFFSET, SIGINFO_OFFSET - UC_OFFSET)
+    except SyscallError:
+        task.kill_signal = int(sig_names.SIGSEGV)
+        raise
+    base = MCONTEXT_OFFSET - UC_OFFSET
+    values = struct.unpack_from("<18Q", raw, base)
+    fpstate = struct.unpack_from("<Q", raw, base + 152 + 32)[0]
+    (mask,) = struct.unpack_from("<Q", raw, SIGMASK_OFFSET - UC_OFFSET)
+    alt_sp, alt_flags, alt_size = struct.unpack_from("<Qi4xQ", raw, STACK_OFFSET - UC_OFFSET)
+    old_flags = regs.eflags
+    for name, value in zip(SIGCONTEXT_REGS, values, strict=True):
+        setattr(regs, name, value)
+    regs.eflags = (old_flags & ~FIX_EFLAGS) | (regs.eflags & FIX_EFLAGS)
+    regs.cs, regs.ss = USER_CS, USER_DS
+    regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    if fpstate:
+        try:
+            regs.fpstate = bytearray(task.mm.copy_in(fpstate, XSAVE_SIZE))
+        except SyscallError:
+            task.kill_signal = int(sig_names.SIGSEGV)
+            raise
+    task.sigmask = mask & ~UNBLOCKABLE
+    task.altstack = (alt_sp, alt_flags & SS_DISABLE, alt_size)
+    return int(regs.rax)
+
+
+def interrupt_blocked_call(task: Task) -> None:
+    """A parked system call meets a signal with a handler: EINTR, or, with
+    SA_RESTART, set up to run again once the handler returns."""
+    sig = deliverable(task)
+    act = action(task, sig)
+    regs = task.regs
+    if act.handler not in (0, 1) and act.flags & SA_RESTART:
+        regs.rax = regs.orig_rax
+        regs.rip -= 2  # back onto the syscall instruction
+    else:
+        regs.rax = (-errno.EINTR) & 0xFFFFFFFFFFFFFFFF

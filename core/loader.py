@@ -99,7 +99,7 @@ def boot(
         kernel = Kernel(platform, memfile, vfs, ns, uts=uts, strace=config.strace)
         mctx.kernel = kernel  # proc reads the kernel's tasks through its mount context
         host = HostFiles()
-        stdio_files = [host.wrap(fd) for fd in stdio]
+        stdio_files = host.wrap_stdio(stdio)
         proc = spec.process
         rlimits = {r.resource: (r.soft, r.hard) for r in proc.rlimits}
         umask = proc.user.umask if proc.user.umask is not None else 0o022

@@ -9,6 +9,7 @@ stdio (:meth:`HostInode.rebind`).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -136,6 +137,22 @@ class HostFileOps(FileOps):
         return buf[0]
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+SYS_KCMP, KCMP_FILE = 312, 0
+
+
+def same_open_file(fd1: int, fd2: int) -> bool:
+    """Whether two host fds share one open file description (``2>&1``), by
+    kcmp(2); without kcmp, same file and same status flags stand in."""
+    pid = os.getpid()
+    r = int(_libc.syscall(SYS_KCMP, pid, pid, KCMP_FILE, fd1, fd2))
+    if r >= 0:
+        return r == 0
+    a, b = os.fstat(fd1), os.fstat(fd2)
+    same_flags: bool = fcntl.fcntl(fd1, fcntl.F_GETFL) == fcntl.fcntl(fd2, fcntl.F_GETFL)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and same_flags
+
+
 class HostFiles:
     """Wraps host fds as file descriptions on one internal mount."""
 
@@ -160,3 +177,25 @@ class HostFiles:
         if desc.ops.seekable:
             desc.offset = os.lseek(host_fd, 0, os.SEEK_CUR)
         return desc
+
+    def wrap_stdio(self, fds: tuple[int, ...]) -> list[FileDescription]:
+        """Descriptions for the caller's stdio; fds that share one open file
+        description (``> f 2>&1``) share one here too, and with it the offset."""
+        out: list[FileDescription] = []
+        for i, fd in enumerate(fds):
+            twin = next((out[j] for j in range(i) if _valid(fds[j]) and _valid(fd) and same_open_file(fds[j], fd)),
+                        None)
+            if twin is not None:
+                twin.inc_ref()
+                out.append(twin)
+            else:
+                out.append(self.wrap(fd))
+        return out
+
+
+def _valid(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

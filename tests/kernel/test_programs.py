@@ -255,6 +255,19 @@ def test_stdio_files_share_the_callers_offset(bundle: Path, tmp_path: Path) -> N
     assert out.read_text() == "BEFORE\ngot l2\nhost read l3\n"
 
 
+def test_stdout_and_stderr_to_one_file_share_its_offset(bundle: Path, tmp_path: Path) -> None:
+    """``> f 2>&1``: one open file description, so writes interleave in order."""
+    spec(bundle, ["sh", "-c", "echo out1; echo err1 >&2; echo out2; echo err2 >&2"])
+    out = tmp_path / "output.txt"
+    with out.open("w") as f:
+        f.write("BEFORE\n")
+        f.flush()
+        r = subprocess.run([str(PYRUNSC), "--root", str(tmp_path), "--file-access", "direct", "run", "--bundle",
+                            str(bundle), "both"], stdout=f, stderr=f, timeout=30)
+    assert r.returncode == 0
+    assert out.read_text() == "BEFORE\nout1\nerr1\nout2\nerr2\n"
+
+
 def test_an_ignored_signal_from_the_host_is_ignored(bundle: Path, tmp_path: Path) -> None:
     spec(bundle, ["sh", "-c", "trap '' INT; read x; echo read-returned"])
     r_fd, w_fd = os.pipe()

@@ -1,46 +1,44 @@
 """platform_kvm: application code in a ``/dev/kvm`` guest at user privilege
-(gVisor ``pkg/sentry/platform/kvm``)."""
+(gVisor ``pkg/sentry/platform/kvm``).
+
+Modules: :mod:`.kvm` (ioctl numbers, layouts, ctypes), :mod:`.machine` (the
+guest's layout, descriptor tables, exception stubs, page tables and the two
+system-call entries), :mod:`.platform` (Platform, AddressSpace, Context).
+The guest "kernel" pages take [:data:`KERNEL_START`, :data:`KERNEL_END`)
+(``KVMPlatform.reserved``).
+"""
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
-
 from pyrunsc.core.hookspecs import hookimpl
-from pyrunsc.core.platform import Platform
 from pyrunsc.core.plugins import Register
 
-DEV_KVM = "/dev/kvm"
-KVM_GET_API_VERSION = 0xAE00
-#: The only KVM API version there has ever been (Linux ``KVM_API_VERSION``).
-KVM_API_VERSION = 12
+from .kvm import KVMError
+from .machine import KERNEL_END, KERNEL_START, PvmEntry, Ring0Entry
+from .platform import (
+    DEV_KVM,
+    KVM_API_VERSION,
+    SIGNAL_INTERRUPT,
+    GuestError,
+    KVMAddressSpace,
+    KVMContext,
+    KVMPlatform,
+)
 
-
-class KVMPlatform(Platform):
-    """The KVM platform: vCPUs run application code; exits come to the sentry."""
-
-    name = "kvm"
-
-    @classmethod
-    def probe(cls) -> str | None:
-        try:
-            fd = os.open(DEV_KVM, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return f"{DEV_KVM} does not exist (no KVM on this host)"
-        except PermissionError:
-            return f"no permission to open {DEV_KVM} (add the user to the kvm group)"
-        except OSError as e:
-            return f"cannot open {DEV_KVM}: {errno.errorcode.get(e.errno or 0, e.errno)}"
-        try:
-            version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
-        except OSError as e:
-            return f"KVM_GET_API_VERSION failed: {e.strerror}"
-        finally:
-            os.close(fd)
-        if version != KVM_API_VERSION:
-            return f"KVM API version {version}, need {KVM_API_VERSION}"
-        return None
+__all__ = [
+    "DEV_KVM",
+    "KERNEL_END",
+    "KERNEL_START",
+    "KVM_API_VERSION",
+    "SIGNAL_INTERRUPT",
+    "GuestError",
+    "KVMAddressSpace",
+    "KVMContext",
+    "KVMError",
+    "KVMPlatform",
+    "PvmEntry",
+    "Ring0Entry",
+]
 
 
 @hookimpl

@@ -61,14 +61,21 @@ answers LOCK_SUCCESS and Tgetlock LOCK_TYPE_UNLCK. Xattrs are limited to the
 the xattr, as Linux's client uses it. Tmknod makes regular files and FIFOs
 only (EPERM otherwise).
 
-Concurrency: one reader thread per channel decodes requests and hands them to
-a pool of worker threads shared by all channels, so requests on different
-channels and tags run at once and a slow one stalls nobody. Tflush is
-answered at once when its request has not started (the request is dropped
-and never answered), else right after that request's reply. Workers never
-block writing a reply: what the socket does not take at once goes to the
-channel's writer thread, so a peer that stops reading stalls only its own
-channel, which is closed after ``send_timeout`` seconds.
+Concurrency: one polling thread (epoll) reads every channel of a gofer. A
+request that arrives while nothing else of its channel is in flight is served
+right there, on the polling thread (no thread handoff: the common case of a
+client that waits for each reply); any other goes to a pool of worker threads
+shared by all channels, so requests on different channels and tags run at
+once. A request that keeps the polling thread longer than INLINE_BUDGET
+seconds while others wait is noticed by the gofer's watchdog, which starts a
+new polling thread (and charges the slow request to the pool: one worker
+waits for it), so a slow request stalls nobody either. (A thread per channel
+cost more in GIL handoffs than the requests themselves.) Tflush is answered
+at once when its request has not started (the request is dropped and never
+answered), else right after that request's reply. Replies are sent without
+blocking: what the socket does not take at once goes to the channel's writer
+thread, so a peer that stops reading stalls only its own channel, which is
+closed after ``send_timeout`` seconds.
 
 Hostile input: a frame whose size field is below 7 or above msize, or that
 is cut short, closes the channel; a well-framed message that does not decode
@@ -87,6 +94,7 @@ import itertools
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import stat
@@ -116,6 +124,10 @@ MIN_MSIZE = 4096 + m.IOHDRSZ
 DEFAULT_WORKERS = 16
 #: Seconds a reply may wait for the peer to read before the channel is dropped.
 DEFAULT_SEND_TIMEOUT = 30.0
+#: Seconds a request may run on its channel's reading thread before the
+#: watchdog gives the reading to a new thread (it looks this often, so the
+#: handover comes after one to two budgets).
+INLINE_BUDGET = 0.002
 #: Largest xattr value (Linux XATTR_SIZE_MAX), bytes.
 XATTR_SIZE_MAX = 65536
 
@@ -305,7 +317,7 @@ class Gofer:
     (else by parent directory and name, checked to be the same inode: ENOENT
     if it was replaced). ``send_timeout``: seconds a reply may wait for the
     peer to read before its channel is closed. ``on_request``: called in the
-    worker thread as ``on_request(connection, tag, request)`` just before each
+    serving thread as ``on_request(connection, tag, request)`` just before each
     request (other than Tversion and Tflush) is served, for tracing; an
     exception it raises is logged and ignored.
 
@@ -353,17 +365,38 @@ class Gofer:
         self._connections: set[GoferConnection] = set()
         self._ids = itertools.count(1)
         self._closed = False
+        #: Set while the polling thread may serve a request itself; the
+        #: watchdog sleeps on it otherwise (no wakeups when idle).
+        self._watching = threading.Event()
+        # One polling thread (epoll) reads every channel and serves lone
+        # requests itself: with a thread per channel, the threads' fight for
+        # the GIL (futex calls at every recv/fstat/send) cost more than the
+        # requests. ONESHOT: a channel is handled by one thread at a time and
+        # re-armed when that thread is done with it.
+        self._ep = select.epoll()
+        self._by_fd: dict[int, GoferConnection] = {}
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every poller
+        self._loop_lock = threading.Lock()
+        self._loop = _Loop()
+        #: Cleared by close once every channel ended (they need the poller to end).
+        self._polling = True
+        threading.Thread(target=self._poll, args=(self._loop,), name="gofer-poll-0", daemon=True).start()
+        self._watchdog = threading.Thread(target=self._watch, name="gofer-watchdog", daemon=True)
+        self._watchdog.start()
 
     def start(self, sock: socket.socket) -> GoferConnection:
         """Serve the connected stream socket ``sock`` (now owned by the gofer)
-        in a background thread; returns its connection."""
+        in the background; returns its connection."""
         conn = GoferConnection(self, sock, next(self._ids))
         with self._lock:
             if self._closed:
                 sock.close()
                 raise RuntimeError("the gofer is closed")
             self._connections.add(conn)
-        conn.thread.start()
+            self._by_fd[conn.fd] = conn
+        conn._writer.start()
+        self._ep.register(conn.fd, _ARM)
         return conn
 
     def serve(self, sock: socket.socket) -> None:
@@ -373,23 +406,126 @@ class Gofer:
     def _forget(self, conn: GoferConnection) -> None:
         with self._lock:
             self._connections.discard(conn)
+            if self._by_fd.get(conn.fd) is conn:
+                del self._by_fd[conn.fd]
 
     @property
     def connections(self) -> list[GoferConnection]:
         with self._lock:
             return list(self._connections)
 
+    def _arm(self, conn: GoferConnection) -> None:
+        """Let the poller report ``conn`` again (it is ONESHOT)."""
+        with contextlib.suppress(OSError, ValueError):
+            self._ep.modify(conn.fd, _ARM)
+
+    def _poll(self, loop: _Loop) -> None:
+        """A polling thread: handle readable channels until the gofer closes
+        or the watchdog replaced this thread (``loop.superseded``)."""
+        while self._polling:
+            try:
+                events = self._ep.poll()
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            except (OSError, ValueError):
+                return  # the epoll was closed
+            if not self._polling:
+                break
+            loop.batch, loop.index = events, 0
+            for i, (fd, _) in enumerate(events):
+                loop.index = i + 1
+                conn = self._by_fd.get(fd)
+                if conn is None:
+                    continue  # the wake pipe, or a channel that just ended
+                conn._pump(loop)
+                if loop.superseded:
+                    return
+            loop.batch = []
+        if self._loop is loop:  # the last poller closes the epoll
+            for close in (self._ep.close, functools.partial(os.close, self._wake_r)):
+                with contextlib.suppress(OSError):
+                    close()
+
+    def _watch(self) -> None:
+        """The watchdog: every INLINE_BUDGET, if the polling thread has served
+        the same request since the last look (so for at least one budget)
+        while someone waits for it (that channel's peer sent more, another
+        channel is readable, or channels of its batch are still to do), a new
+        polling thread takes over (:meth:`_take_over`). A lone slow request
+        with nobody waiting costs nothing."""
+        while True:
+            self._watching.wait()
+            if self._closed:
+                return
+            time.sleep(INLINE_BUDGET)
+            loop = self._loop
+            entry = loop.entry
+            if entry is None:
+                if loop.served != loop.served_seen:
+                    loop.served_seen = loop.served  # busy: keep looking
+                    continue
+                # Idle for a whole tick: sleep until the poller sets
+                # _watching again. It sets loop.entry before it looks at
+                # _watching, so a request that started meanwhile is seen by
+                # this second look.
+                self._watching.clear()
+                if self._loop.entry is not None:
+                    self._watching.set()
+                continue
+            if loop.watched is not entry:
+                loop.watched = entry
+                continue
+            if self._someone_waits(loop):
+                self._take_over(loop, entry)
+
+    def _someone_waits(self, loop: _Loop) -> bool:
+        if loop.index < len(loop.batch):
+            return True
+        p = select.poll()
+        try:
+            p.register(self._ep.fileno(), select.POLLIN)  # an epoll is readable when it has events
+            conn = loop.conn
+            if conn is not None:
+                p.register(conn.fd, select.POLLIN)
+            return bool(p.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def _take_over(self, loop: _Loop, entry: _InFlight) -> None:
+        """Start a new polling thread in place of ``loop``'s, which serves
+        ``entry`` for too long; it ends once that request is answered. A
+        pool worker waits for ``entry``, so that it counts against the pool
+        like any request a worker serves."""
+        with self._loop_lock:
+            if loop.entry is not entry:
+                return  # it ended meanwhile
+            loop.superseded = True
+            entry.overdue = done = threading.Event()
+            new = self._loop = _Loop(loop.gen + 1)
+            # Its channel (nothing of it buffered: see _pump) and the rest of
+            # its batch were taken from the epoll; give them back.
+            rest = [loop.conn] + [self._by_fd.get(fd) for fd, _ in loop.batch[loop.index :]]
+        self.pool.submit(done.wait)
+        for conn in rest:
+            if conn is not None:
+                self._arm(conn)
+        threading.Thread(target=self._poll, args=(new,), name=f"gofer-poll-{new.gen}", daemon=True).start()
+
     def close(self) -> None:
         """Close every channel, stop the workers, close the root."""
         with self._lock:
             self._closed = True
             conns = list(self._connections)
+        self._watching.set()  # the watchdog sees _closed and ends
         for c in conns:
             c.close()
         for c in conns:
             c.wait(5)
+        self._polling = False
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")  # the pollers see _polling and end
         self.pool.shutdown()
-        for fd in (self.root_fd, self.proc_fd):
+        for fd in (self.root_fd, self.proc_fd, self._wake_w):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -409,46 +545,89 @@ def serve_fd(root: str | os.PathLike[str], fd: int, *, read_only: bool = False) 
     return Gofer(root, read_only=read_only).start(sock)
 
 
-@dataclass
+_ARM = select.EPOLLIN | select.EPOLLONESHOT
+
+
+class _Loop:
+    """A polling thread's state, for the watchdog. ``entry``/``conn``: the
+    request it serves itself now and its channel; ``watched``: the entry the
+    watchdog saw last time; ``served``: how many it served; ``batch``/``index``: the epoll events it works
+    through and how many it took; ``superseded``: a new polling thread took
+    over (this one ends after its request)."""
+
+    __slots__ = ("batch", "conn", "entry", "gen", "index", "served", "served_seen", "superseded", "watched")
+
+    def __init__(self, gen: int = 0) -> None:
+        self.gen = gen
+        self.entry: _InFlight | None = None
+        self.conn: GoferConnection | None = None
+        self.watched: _InFlight | None = None
+        self.batch: list[tuple[int, int]] = []
+        self.index = 0
+        self.superseded = False
+        #: Requests served so far, and that count at the watchdog's last look.
+        self.served = self.served_seen = 0
+
+
 class _InFlight:
-    req: m.Request
-    started: bool = False
-    cancelled: bool = False
-    flushers: list[int] | None = None
+    """One request in flight. ``started``: a thread serves it; ``cancelled``:
+    a Tflush dropped it before that; ``flushers``: tags of the Tflushes to
+    answer right after its reply; ``overdue``: set by the watchdog when it
+    outlived INLINE_BUDGET on the polling thread, and signalled when it ends
+    (a pool worker waits on it)."""
+
+    __slots__ = ("cancelled", "flushers", "overdue", "req", "started")
+
+    def __init__(self, req: m.Request, started: bool = False) -> None:
+        self.req = req
+        self.started = started
+        self.cancelled = False
+        self.flushers: list[int] | None = None
+        self.overdue: threading.Event | None = None
 
 
 class GoferConnection:
     """One 9P channel of a :class:`Gofer`: its fids, msize and requests in flight.
 
-    Threads: a reader (decodes requests, hands them to the gofer's workers,
-    and stops reading while the channel has MAX_INFLIGHT requests in flight or
-    more than MAX_BACKLOG bytes of replies the peer has not read) and a writer
-    (sends the replies that could not be sent at once). Workers never block on
-    the socket: a reply is sent with MSG_DONTWAIT, and what does not fit goes
-    to the writer, so a peer that stops reading stalls only its own channel
+    The gofer's polling thread reads the channel when it is readable
+    (:meth:`_pump`): it serves a request itself when nothing else of the
+    channel is in flight, else hands it to the gofer's workers; it stops
+    reading the channel (``_paused``) while it has MAX_INFLIGHT requests in
+    flight or more than MAX_BACKLOG bytes of replies the peer has not read,
+    and a worker resumes it. Replies are never sent blocking: a reply is
+    sent with MSG_DONTWAIT, and what does not fit goes to the channel's
+    writer thread, so a peer that stops reading stalls only its own channel
     (and loses it after the gofer's ``send_timeout``).
     """
 
-    #: Requests of one channel served at once; the reader waits beyond that.
+    #: Requests of one channel served at once; the reading pauses beyond that.
     MAX_INFLIGHT = 64
-    #: Bytes of unsent replies beyond which the reader waits.
+    #: Bytes of unsent replies beyond which the reading pauses.
     MAX_BACKLOG = 4 * 1024 * 1024
 
     def __init__(self, gofer: Gofer, sock: socket.socket, ident: int) -> None:
         self.gofer = gofer
         self.sock = sock
+        self.fd = sock.fileno()
         self.ident = ident
         self.msize = gofer.max_msize
         self.versioned = False
         self.fids: dict[int, _Fid] = {}
         self._inflight: dict[int, _InFlight] = {}
         self._lock = threading.Lock()
-        #: Signalled when the backlog shrinks or grows, a request ends, or the channel closes.
+        #: Signalled when a request ends or the channel closes (for _drain).
         self._changed = threading.Condition(self._lock)
+        #: Signalled when the backlog grows or the channel closes: the writer's
+        #: own, so that ending a request does not wake it for nothing.
+        self._to_write = threading.Condition(self._lock)
         self._backlog: collections.deque[bytes | memoryview] = collections.deque()
         self._backlog_bytes = 0
         self._closed = False
-        self.thread = threading.Thread(target=self._serve, name=f"gofer-conn-{ident}", daemon=True)
+        self._ended = False
+        #: Not armed in the epoll while too much is in flight (see _resume).
+        self._paused = False
+        self._frames = FrameReader(sock, socket.MSG_DONTWAIT)
+        self._done = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name=f"gofer-write-{ident}", daemon=True)
         sock.setblocking(True)
         if gofer.send_timeout:
@@ -464,67 +643,119 @@ class GoferConnection:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the channel is closed and cleaned up; False on timeout."""
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
+        return self._done.wait(timeout)
 
     def close(self) -> None:
         """Close the channel (the peer sees end of stream)."""
         with self._lock:
             self._closed = True
             self._changed.notify_all()
+            self._to_write.notify()
+            self._resume_if_paused()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
-    def _serve(self) -> None:
-        self._writer.start()
-        reader = FrameReader(self.sock)
-        try:
-            while True:
-                try:
-                    frame = reader.read_frame(self.msize)
-                except ProtocolError as e:
-                    log.warning("%r: %s; closing the channel", self, e)
-                    break
-                except OSError as e:
-                    if not self._closed:
-                        log.info("%r: %s; closing the channel", self, e)
-                    break
-                if frame is None:
-                    break
-                mtype, tag, body = frame
-                try:
-                    req = m.decode_body(mtype, tag, body)
-                except ProtocolError as e:
-                    err = errno.ENOSYS if mtype not in m.MESSAGES else errno.EINVAL
-                    log.warning("%r: %s; answered Rlerror %s", self, e, errno.errorcode[err])
-                    self._reply(tag, m.Rlerror(err))
-                    continue
-                if not isinstance(req, m.Request):
-                    log.warning("%r: a client sent %s; answered Rlerror EINVAL", self, type(req).__name__)
-                    self._reply(tag, m.Rlerror(errno.EINVAL))
-                    continue
-                if isinstance(req, m.Tversion):
-                    self._reply(tag, self._version(req))
-                    continue
-                if isinstance(req, m.Tflush):
-                    self._flush(tag, req.oldtag)
-                    continue
-                entry = _InFlight(req)
-                with self._lock:
-                    while not self._closed and (
-                        len(self._inflight) >= self.MAX_INFLIGHT or self._backlog_bytes > self.MAX_BACKLOG
-                    ):
-                        self._changed.wait()
-                    duplicate = tag in self._inflight
-                    if not duplicate:
-                        self._inflight[tag] = entry
-                if self._closed:
-                    break
-                if duplicate:
+    def _pump(self, loop: _Loop | None) -> None:
+        """Read and dispatch every request the socket has, then re-arm the
+        channel in the epoll. ``loop``: the polling thread's state, None in
+        a worker resuming a paused channel (which serves nothing itself)."""
+        reader = self._frames
+        gofer = self.gofer
+        while True:
+            try:
+                frame = reader.read_frame(self.msize)
+            except BlockingIOError:
+                gofer._arm(self)
+                return
+            except ProtocolError as e:
+                log.warning("%r: %s; closing the channel", self, e)
+                return self._end()
+            except OSError as e:
+                if not self._closed:
+                    log.info("%r: %s; closing the channel", self, e)
+                return self._end()
+            if frame is None:
+                return self._end()
+            mtype, tag, body = frame
+            try:
+                req = m.decode_body(mtype, tag, body)
+            except ProtocolError as e:
+                err = errno.ENOSYS if mtype not in m.MESSAGES else errno.EINVAL
+                log.warning("%r: %s; answered Rlerror %s", self, e, errno.errorcode[err])
+                self._reply(tag, m.Rlerror(err))
+                continue
+            rtype = type(req)
+            if rtype is m.Tversion:
+                self._reply(tag, self._version(req))  # type: ignore[arg-type]
+                continue
+            if rtype is m.Tflush:
+                self._flush(tag, req.oldtag)  # type: ignore[attr-defined]
+                continue
+            if not isinstance(req, m.Request):
+                log.warning("%r: a client sent %s; answered Rlerror EINVAL", self, rtype.__name__)
+                self._reply(tag, m.Rlerror(errno.EINVAL))
+                continue
+            with self._lock:
+                reused = tag in self._inflight
+                stop = self._closed or reused
+                if not stop:
+                    # Serve it here when it is alone: nothing else of the
+                    # channel runs and no further request is buffered. That
+                    # saves two thread handoffs per request for a client that
+                    # waits for each reply; the watchdog covers a slow one.
+                    inline = loop is not None and not self._inflight and not reader.pending()
+                    entry = _InFlight(req, started=inline)
+                    self._inflight[tag] = entry
+            if stop:
+                if reused and not self._closed:
                     log.warning("%r: tag %d reused while in flight; closing the channel", self, tag)
-                    break
-                self.gofer.pool.submit(functools.partial(self._run, tag, entry))
-        finally:
+                return self._end()
+            if inline:
+                assert loop is not None
+                with gofer._loop_lock:
+                    loop.entry, loop.conn = entry, self
+                    loop.served += 1
+                if not gofer._watching.is_set():  # after setting loop.entry: see Gofer._watch
+                    gofer._watching.set()
+                self._serve_request(tag, entry)
+                with gofer._loop_lock:
+                    loop.entry = loop.conn = None
+                    moved = loop.superseded
+                if moved:
+                    # The watchdog gave this channel (and the others) to a
+                    # new polling thread, and a worker waits for this request.
+                    assert entry.overdue is not None
+                    entry.overdue.set()
+                    return
+            else:
+                gofer.pool.submit(functools.partial(self._run, tag, entry))
+            with self._lock:
+                if len(self._inflight) >= self.MAX_INFLIGHT or self._backlog_bytes > self.MAX_BACKLOG:
+                    self._paused = True  # not re-armed: _resume_if_paused does that
+                    return
+
+    def _resume_if_paused(self) -> None:
+        """Caller holds ``_lock``: a paused channel whose load went down (or
+        that closed) is read again, first what is buffered, by a worker."""
+        if self._paused and (self._closed or (
+            len(self._inflight) < self.MAX_INFLIGHT and self._backlog_bytes <= self.MAX_BACKLOG
+        )):
+            self._paused = False
+            self.gofer.pool.submit(functools.partial(self._pump, None))
+
+    def _end(self) -> None:
+        """The reading of the channel ends: clean up in a thread of its own,
+        since that waits (bounded) for the requests still running."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        with contextlib.suppress(OSError, ValueError):
+            self.gofer._ep.unregister(self.fd)
+        threading.Thread(target=self._cleanup, name=f"gofer-end-{self.ident}", daemon=True).start()
+
+    def _cleanup(self) -> None:
+        try:
             self.close()
             self._drain()
             self._writer.join(timeout=5)
@@ -533,9 +764,11 @@ class GoferConnection:
                 self.fids.clear()
             for f in fids:
                 self._unref(f, clunk=True)
+            self.gofer._forget(self)
             with contextlib.suppress(OSError):
                 self.sock.close()
-            self.gofer._forget(self)
+        finally:
+            self._done.set()
 
     def _drain(self, timeout: float = 10.0) -> None:
         """Drop the queued requests and wait (bounded) for the running ones,
@@ -587,11 +820,13 @@ class GoferConnection:
             frame = memoryview(frame)[n:]
         self._backlog.append(frame)
         self._backlog_bytes += len(frame)
-        self._changed.notify_all()
+        self._to_write.notify()
 
     def _close_locked(self) -> None:
         self._closed = True
         self._changed.notify_all()
+        self._to_write.notify()
+        self._resume_if_paused()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
@@ -600,7 +835,7 @@ class GoferConnection:
         while True:
             with self._lock:
                 while not self._backlog and not self._closed:
-                    self._changed.wait()
+                    self._to_write.wait()
                 if self._closed:
                     return
                 frame = self._backlog[0]
@@ -618,13 +853,18 @@ class GoferConnection:
                 else:
                     self._backlog[0] = memoryview(frame)[n:]
                 self._backlog_bytes -= n
-                self._changed.notify_all()
+                self._resume_if_paused()
 
     def _run(self, tag: int, entry: _InFlight) -> None:
+        """A pool worker's task: serve ``entry`` unless a Tflush dropped it."""
         with self._lock:
             if entry.cancelled:
                 return
             entry.started = True
+        self._serve_request(tag, entry)
+
+    def _serve_request(self, tag: int, entry: _InFlight) -> None:
+        """Serve a started request and queue its reply (in whatever thread)."""
         hook = self.gofer.on_request
         if hook is not None:
             try:
@@ -646,6 +886,7 @@ class GoferConnection:
                 for ftag in entry.flushers:
                     self._post(m.encode(ftag, m.Rflush()))
             self._changed.notify_all()
+            self._resume_if_paused()
 
     def _flush(self, tag: int, oldtag: int) -> None:
         with self._lock:
@@ -660,6 +901,7 @@ class GoferConnection:
                 old.cancelled = True
                 del self._inflight[oldtag]
                 self._changed.notify_all()
+                self._resume_if_paused()
             self._post(m.encode(tag, m.Rflush()))
 
     # -- fid table ---------------------------------------------------------------------

@@ -225,3 +225,39 @@ def test_a_peer_that_stops_reading_stalls_only_its_own_channel(
         flooder.join(5)
     finally:
         g.close()
+
+
+def test_a_channel_with_too_much_in_flight_pauses_and_resumes(
+    tree: Tree, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reading of a channel pauses at MAX_INFLIGHT requests in flight and a
+    # worker resumes it (first what is already buffered) as they end.
+    monkeypatch.setattr(GoferConnection, "MAX_INFLIGHT", 2)
+    data = (tree.root / "big.bin").read_bytes()
+    f = _open(client, attach(client), "big.bin")
+    pend = [(off, client.send(m.Tread(f, off, 100))) for off in range(0, 100 * 60, 100)]
+    for off, p in pend:
+        reply = p.result(10)
+        assert isinstance(reply, m.Rread) and reply.data == data[off : off + 100]
+
+
+def test_a_lone_slow_request_keeps_the_poller_and_others_still_run(
+    tree: Tree, gate: Gate, connect: Callable[..., Client]
+) -> None:
+    # Nobody waits: the watchdog leaves the slow request on the polling
+    # thread. Then another channel sends: a new polling thread serves it.
+    g = slow_gofer(tree, gate)
+    try:
+        c1, c2 = connect(g), connect(g)
+        r1, r2 = attach(c1), attach(c2)
+        slow = c1.send(m.Twalk(r1, c1.alloc_fid(), ("slow",)))
+        assert gate.entered.wait(5)
+        time.sleep(0.05)  # many budgets
+        assert not [t for t in threading.enumerate() if t.name.startswith("gofer-poll-") and t.name != "gofer-poll-0"]
+        assert c2.getattr(r2).qid.type == m.QTDIR
+        assert not slow.done
+        gate.released.set()
+        assert isinstance(slow.result(5), m.Rwalk)
+    finally:
+        gate.released.set()
+        g.close()

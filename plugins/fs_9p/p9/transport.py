@@ -28,8 +28,12 @@ class FrameReader:
     with ``recv_into`` (a blocking :class:`socket.socket`).
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, flags: int = 0) -> None:
         self._sock = sock
+        #: recv flags; with MSG_DONTWAIT read_frame raises BlockingIOError
+        #: when no whole frame is buffered and the socket has nothing more
+        #: (what it read so far stays buffered).
+        self._flags = flags
         self._buf = bytearray(RECV_CHUNK)
         self._start = 0
         self._end = 0
@@ -66,6 +70,10 @@ class FrameReader:
                     return None
                 raise ProtocolError(f"channel closed inside a frame ({have} bytes of it read)")
 
+    def pending(self) -> bool:
+        """Whether bytes of a further frame are already buffered."""
+        return self._end > self._start
+
     def _fill(self, need: int) -> bool:
         """One recv, with room for ``need`` bytes from the current frame's
         start; False at end of stream."""
@@ -78,6 +86,8 @@ class FrameReader:
         if len(self._buf) - self._start < need:
             self._buf.extend(bytes(need - (len(self._buf) - self._start)))
         with memoryview(self._buf) as mv:
-            n = self._sock.recv_into(mv[self._end :])
+            n = self._sock.recv_into(mv[self._end :], 0, self._flags) if self._flags else self._sock.recv_into(
+                mv[self._end :]
+            )
         self._end += n
         return n > 0

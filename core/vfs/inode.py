@@ -221,6 +221,11 @@ class Inode:
             if self.is_dir():
                 raise SyscallError(errno.EISDIR)
             self.truncate(attrs.size)
+        self.apply_attrs(attrs)
+
+    def apply_attrs(self, attrs: SetAttr) -> None:
+        """Copy the mode bits, owner and times ``attrs`` gives onto this inode's
+        fields (what a filesystem keeping attributes in memory stores)."""
         if attrs.mode is not None:
             self.mode = self.type | (attrs.mode & 0o7777)
         if attrs.uid is not None:

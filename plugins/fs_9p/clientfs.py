@@ -62,6 +62,7 @@ import stat as st
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pyrunsc.core.errors import PyrunscError, SyscallError
@@ -643,18 +644,9 @@ class NinePInode(Names, Inode):
             client.setattr(self._fid(), valid, **kw)
         # What we know at once (permission checks read these), then the rest
         # from the server at next use.
-        if attrs.mode is not None:
-            self.mode = self.type | (attrs.mode & 0o7777)
-        if attrs.uid is not None:
-            self.uid = attrs.uid
-        if attrs.gid is not None:
-            self.gid = attrs.gid
+        self.apply_attrs(replace(attrs, ctime=None))  # the server sets ctime itself
         if attrs.size is not None:
             self._size = attrs.size
-        if attrs.atime is not None:
-            self.atime = attrs.atime
-        if attrs.mtime is not None:
-            self.mtime = attrs.mtime
         self._changed()
 
     def truncate(self, size: int) -> None:

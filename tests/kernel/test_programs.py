@@ -33,6 +33,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (b / "rootfs" / "tmp").mkdir()
     for name in ("syscalls", "segv", "signals"):
         build(HERE / "c" / f"{name}.c", bin_dir / name)
+    subprocess.run(["gcc", "-static-pie", "-O1", "-o", str(bin_dir / "pie"), str(HERE / "c" / "pie.c")], check=True,
+                   capture_output=True)
     shutil.copy2("/bin/busybox", bin_dir / "busybox")
     for applet in ("sh", "sleep", "echo", "cat", "true"):
         os.symlink("busybox", bin_dir / applet)
@@ -87,6 +89,14 @@ def test_execve_and_scripts(bundle: Path, tmp_path: Path) -> None:
     r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "ex")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "shell pid 1\nscript /bin/hello.sh arg pid 1\n"
+
+
+def test_static_pie(bundle: Path, tmp_path: Path) -> None:
+    """ET_DYN without PT_INTERP loads at Linux's ELF_ET_DYN_BASE and runs."""
+    spec(bundle, ["/bin/pie"])
+    r = pyrunsc(tmp_path, "run", "--bundle", str(bundle), "pie")
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.startswith("pie main at 0x5555555"), r.stdout
 
 
 def test_exit_status_passes_through(bundle: Path, tmp_path: Path) -> None:

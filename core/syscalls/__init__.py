@@ -111,7 +111,10 @@ def dispatch(task: Task) -> None:
             raise
     if task.kernel.strace:
         name = entry.name if entry else NAMES.get(nr, str(nr))
-        shown = format_args(task, entry, args) if regs is task.regs and entry else ", ".join(hex(a) for a in args)
+        if regs is not task.regs:
+            shown = "..."  # execve replaced the memory the arguments pointed into
+        else:
+            shown = format_args(task, entry, args) if entry else ", ".join(hex(a) for a in args)
         strace_log.info("[%4d] %s(%s) = %s", task.tid, name, shown, format_result(ret))
     # task.regs, not regs: execve replaces the registers (and returns 0 in them).
     task.regs.regs[_RAX] = ret & MASK64
@@ -134,10 +137,36 @@ def format_args(task: Task, entry: Syscall | None, args: tuple[int, ...]) -> str
     return ", ".join(out)
 
 
+_OPEN_FLAGS = [(getattr(os, n), n) for n in (
+    "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK", "O_DSYNC", "O_DIRECT", "O_LARGEFILE",
+    "O_DIRECTORY", "O_NOFOLLOW", "O_NOATIME", "O_CLOEXEC", "O_PATH",
+)]
+
+
+def format_open_flags(v: int) -> str:
+    """``O_WRONLY|O_CREAT|O_TRUNC`` for open(2) flags, as strace shows them."""
+    names = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[v & 3]]
+    rest = v & ~3
+    for bit, name in _OPEN_FLAGS:
+        if rest & bit:
+            names.append(name)
+            rest &= ~bit
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names)
+
+
 def _format_one(task: Task, kind: str, v: int, nxt: int) -> str:
     try:
         if kind == "i":
             return str(to_signed(v) if v >> 63 else v)
+        if kind == "d":  # a dirfd
+            fd = v & 0xFFFFFFFF
+            return "AT_FDCWD" if fd == 0xFFFFFF9C else str(fd - (1 << 32) if fd >> 31 else fd)
+        if kind == "O":
+            return format_open_flags(v & 0xFFFFFFFF)
+        if kind == "m":  # a mode
+            return f"{v & 0o7777:#o}"
         if kind == "s":
             return repr(task.mm.read_cstring(v, 4096).decode("utf-8", "backslashreplace"))
         if kind == "b":

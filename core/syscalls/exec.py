@@ -19,7 +19,7 @@ from ..errors import SyscallError
 from ..kernel.task import SignalAction
 from ..vfs.mount import VirtualDentry
 from ..vfs.namei import PATH_MAX
-from . import syscall
+from . import strace_log, syscall
 from .fs import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, lookup_at
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def _script(task: Task, vd: VirtualDentry) -> tuple[str, str | None] | None:
 
 def do_execve(task: Task, vd: VirtualDentry, path: str, argv: list[str], envp: list[str]) -> int:
     kernel = task.kernel
+    if kernel.strace:
+        strace_log.info("[%4d] execve(%r, %r, [%d vars]) ...", task.tid, path, argv, len(envp))
     for _ in range(MAX_SCRIPT_DEPTH + 1):
         if not vd.inode.is_regular():
             raise SyscallError(errno.EACCES)

@@ -98,17 +98,17 @@ def do_open(task: Task, dirfd: int, path_addr: int, flags: int, mode: int) -> in
         raise
 
 
-@syscall("open", "sxx")
+@syscall("open", "sOm")
 def sys_open(task: Task, path: int, flags: int, mode: int) -> int:
     return do_open(task, AT_FDCWD, path, flags, mode)
 
 
-@syscall("openat", "isxx")
+@syscall("openat", "dsOm")
 def sys_openat(task: Task, dirfd: int, path: int, flags: int, mode: int) -> int:
     return do_open(task, dirfd, path, flags, mode)
 
 
-@syscall("creat", "sx")
+@syscall("creat", "sm")
 def sys_creat(task: Task, path: int, mode: int) -> int:
     return do_open(task, AT_FDCWD, path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
 
@@ -332,7 +332,7 @@ def sys_fstat(task: Task, fd: int, buf: int) -> int:
     return 0
 
 
-@syscall("newfstatat", "ispx")
+@syscall("newfstatat", "dspx")
 def sys_newfstatat(task: Task, dirfd: int, path: int, buf: int, flags: int) -> int:
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | 0x800):
         raise SyscallError(errno.EINVAL)
@@ -341,7 +341,7 @@ def sys_newfstatat(task: Task, dirfd: int, path: int, buf: int, flags: int) -> i
     return 0
 
 
-@syscall("statx", "isxxp")
+@syscall("statx", "dsxxp")
 def sys_statx(task: Task, dirfd: int, path: int, flags: int, mask: int, buf: int) -> int:
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | 0x800 | 0x6000) or mask & 0x80000000:
         raise SyscallError(errno.EINVAL)
@@ -407,7 +407,7 @@ def sys_access(task: Task, path: int, mode: int) -> int:
     return 0
 
 
-@syscall("faccessat", "isi")
+@syscall("faccessat", "dsi")
 def sys_faccessat(task: Task, dirfd: int, path: int, mode: int) -> int:
     p = path_arg(task, path)
     task.kernel.vfs.access(task.fs, start_of(task, dirfd, p), p, mode)
@@ -447,7 +447,7 @@ def sys_readlink(task: Task, path: int, buf: int, size: int) -> int:
     return _readlink(task, AT_FDCWD, path, buf, size)
 
 
-@syscall("readlinkat", "isoi")
+@syscall("readlinkat", "dsoi")
 def sys_readlinkat(task: Task, dirfd: int, path: int, buf: int, size: int) -> int:
     return _readlink(task, dirfd, path, buf, size)
 
@@ -455,14 +455,14 @@ def sys_readlinkat(task: Task, dirfd: int, path: int, buf: int, size: int) -> in
 # Creating and removing names.
 
 
-@syscall("mkdir", "sx")
+@syscall("mkdir", "sm")
 def sys_mkdir(task: Task, path: int, mode: int) -> int:
     p = path_arg(task, path)
     task.kernel.vfs.mkdir(task.fs, start_of(task, AT_FDCWD, p), p, mode)
     return 0
 
 
-@syscall("mkdirat", "isx")
+@syscall("mkdirat", "dsm")
 def sys_mkdirat(task: Task, dirfd: int, path: int, mode: int) -> int:
     p = path_arg(task, path)
     task.kernel.vfs.mkdir(task.fs, start_of(task, dirfd, p), p, mode)
@@ -497,7 +497,7 @@ def sys_unlink(task: Task, path: int) -> int:
     return 0
 
 
-@syscall("unlinkat", "isx")
+@syscall("unlinkat", "dsx")
 def sys_unlinkat(task: Task, dirfd: int, path: int, flags: int) -> int:
     if flags & ~AT_REMOVEDIR:
         raise SyscallError(errno.EINVAL)
@@ -578,7 +578,7 @@ def sys_symlinkat(task: Task, target: int, dirfd: int, linkpath: int) -> int:
 # Changing attributes.
 
 
-@syscall("chmod", "sx")
+@syscall("chmod", "sm")
 def sys_chmod(task: Task, path: int, mode: int) -> int:
     task.kernel.vfs.chmod(task.fs, lookup_at(task, AT_FDCWD, path_arg(task, path), 0), mode)
     return 0
@@ -593,7 +593,7 @@ def sys_fchmod(task: Task, fd: int, mode: int) -> int:
     return 0
 
 
-@syscall("fchmodat", "isx")
+@syscall("fchmodat", "dsm")
 def sys_fchmodat(task: Task, dirfd: int, path: int, mode: int) -> int:
     task.kernel.vfs.chmod(task.fs, lookup_at(task, dirfd, path_arg(task, path), 0), mode)
     return 0

@@ -259,7 +259,12 @@ class Kernel:
         runnable = self._runnable
         runnable.append(init)
         blocked: list[Task] = []
+        turns = 0
         while init.exit_status is None:
+            turns += 1
+            if blocked and turns % 64 == 0:
+                # Busy tasks must not starve parked ones (a due sleep, a reaped child).
+                self._retry(blocked)
             if self.pending_kill:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
@@ -279,7 +284,7 @@ class Kernel:
             if not runnable:
                 self._retry(blocked)
                 if not runnable:
-                    self._idle()
+                    self._idle(blocked)
                 continue
             task = runnable.popleft()
             if task.pending and not task.kill_signal:
@@ -334,14 +339,16 @@ class Kernel:
             blocked.remove(task)
             self._runnable.append(task)
 
-    def _idle(self) -> None:
-        """Every task waits on another: nothing will change but a host signal
-        (pyrunsc kill), so wait for one."""
+    def _idle(self, blocked: list[Task]) -> None:
+        """No task can run: sleep until the first parked sleep is due, or, when
+        every task waits on another, until a host signal (pyrunsc kill) comes."""
         from .interrupt import blocking
 
+        waits = [t.wake_at[1] - self.timekeeper.now(t.wake_at[0]) for t in blocked if t.wake_at is not None]
+        delay = min(max(min(waits), 0) / 1e9, 0.05) if waits else 0.05
         try:
             with blocking():
-                time.sleep(0.05)
+                time.sleep(delay)
         except SyscallError:
             pass
 

@@ -128,12 +128,14 @@ def _push_frame(task: Task, sig: int, act: SignalAction, info: bytes) -> None:
         sp = regs.rsp - 128  # the red zone
     fpstate = (sp - XSAVE_SIZE) & ~63
     frame = ((fpstate - FRAME_SIZE) & ~15) - 8
+    saved_mask = task.sigmask if task.suspend_mask is None else task.suspend_mask
+    task.suspend_mask = None  # rt_sigsuspend's mask lasts until this handler
     mcontext = struct.pack("<18Q", *(getattr(regs, r) for r in SIGCONTEXT_REGS))
     mcontext += struct.pack("<4H", regs.cs & 0xFFFF, 0, 0, regs.ss & 0xFFFF)
-    mcontext += struct.pack("<5Q", 0, 0, task.sigmask, 0, fpstate) + bytes(64)
+    mcontext += struct.pack("<5Q", 0, 0, saved_mask, 0, fpstate) + bytes(64)
     stack = struct.pack("<Qi4xQ", alt_sp, (SS_ONSTACK if on_alt else 0) | (alt_flags & SS_DISABLE), alt_size)
     uc = struct.pack("<QQ", UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0) + stack + mcontext
-    uc += struct.pack("<Q", task.sigmask)
+    uc += struct.pack("<Q", saved_mask)
     mm.copy_out(fpstate, bytes(regs.fpstate))
     mm.copy_out(frame, struct.pack("<Q", act.restorer) + uc + info)
     regs.rdi, regs.rsi, regs.rdx = sig, frame + SIGINFO_OFFSET, frame + UC_OFFSET
@@ -188,6 +190,7 @@ def interrupt_blocked_call(task: Task) -> None:
     sig = deliverable(task)
     act = action(task, sig)
     regs = task.regs
+    task.wake_at = None  # an interrupted sleep starts afresh if restarted
     if act.handler not in (0, 1) and act.flags & SA_RESTART:
         regs.rax = regs.orig_rax
         regs.rip -= 2  # back onto the syscall instruction

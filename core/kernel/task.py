@@ -79,6 +79,10 @@ class Task:
     exit_status: ExitStatus | None = None
     #: A signal whose default action ends the task, to act on before it runs again.
     kill_signal: int = 0
+    #: The mask to restore after the handler when rt_sigsuspend replaced it.
+    suspend_mask: int | None = None
+    #: When a parked sleep is due: (clock id, ns on that clock); None otherwise.
+    wake_at: tuple[int, int] | None = None
     #: Pending signals (bit n-1 for signal n) and the siginfo each carries.
     pending: int = 0
     siginfo: dict[int, bytes] = field(default_factory=dict)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import SyscallError
 from ..kernel import signals
 from ..kernel.task import SignalAction
-from . import syscall
+from . import Block, syscall
 
 if TYPE_CHECKING:
     from ..kernel.task import Task
@@ -135,6 +135,25 @@ def _signal(task: Task, sig: int, sender: Task) -> None:
 @syscall("rt_sigreturn")
 def sys_rt_sigreturn(task: Task) -> int:
     return signals.sigreturn(task)
+
+
+@syscall("rt_sigsuspend", "pi")
+def sys_rt_sigsuspend(task: Task, addr: int, sigsetsize: int) -> int:
+    """Wait for a signal with the mask at ``addr``; EINTR once a handler ran,
+    and the old mask is back after it (Linux ``sigsuspend``)."""
+    if sigsetsize != 8:
+        raise SyscallError(errno.EINVAL)
+    if task.suspend_mask is None:
+        (mask,) = struct.unpack("<Q", task.mm.copy_in(addr, 8))
+        task.suspend_mask = task.sigmask
+        task.sigmask = mask & ~UNBLOCKABLE
+    raise Block()
+
+
+@syscall("pause")
+def sys_pause(task: Task) -> int:
+    """Wait for a signal; EINTR once a handler ran."""
+    raise Block()
 
 
 @syscall("rt_sigpending", "pi")

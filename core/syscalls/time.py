@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import errno
 import struct
-import time
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
-from ..kernel.interrupt import blocking
-from . import syscall, to_signed
+from . import Block, syscall, to_signed
 
 if TYPE_CHECKING:
     from ..kernel.task import Task
@@ -52,15 +50,18 @@ def sys_time(task: Task, addr: int) -> int:
 
 
 def _sleep_until(task: Task, clock: int, deadline_ns: int) -> None:
-    """Sleep until ``clock`` reaches ``deadline_ns`` (the only task runs nothing
-    meanwhile; interruption by signals comes with the signals work)."""
+    """Wait until ``clock`` reaches ``deadline_ns`` without stalling the other
+    tasks: the task parks (Block) with a wake-up time and the call is served
+    again when it is due. The first attempt's deadline is kept for the retries
+    (``task.wake_at``), so a relative sleep does not start over."""
     tk = task.kernel.timekeeper
-    while True:
-        left = deadline_ns - tk.now(clock)
-        if left <= 0:
-            return
-        with blocking():
-            time.sleep(left / 1e9)
+    if task.wake_at is None:
+        task.wake_at = (clock, deadline_ns)
+    clock, deadline_ns = task.wake_at
+    if deadline_ns - tk.now(clock) <= 0:
+        task.wake_at = None
+        return
+    raise Block()
 
 
 def _timespec(task: Task, addr: int) -> int:

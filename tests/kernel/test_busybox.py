@@ -178,6 +178,7 @@ def test_same_as_native(bundle: Path, args: list[str]) -> None:
         "ls /nonexistent 2>&1 | wc -l",
         "echo to stderr >&2; cat /etc/group | wc -c",
         "trap 'echo caught USR1' USR1; kill -USR1 $$; echo after",
+        "sleep 0.4 & echo while it sleeps; sleep 0.1; echo later; wait; echo done",
         "trap 'echo bye' EXIT; trap 'echo term' TERM; (kill -TERM $$); echo still here",
     ],
 )

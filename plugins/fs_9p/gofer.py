@@ -99,6 +99,7 @@ import signal
 import socket
 import stat
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -519,8 +520,9 @@ class Gofer:
         self._watching.set()  # the watchdog sees _closed and ends
         for c in conns:
             c.close()
+        deadline = time.monotonic() + 5  # for all channels together, not each
         for c in conns:
-            c.wait(5)
+            c.wait(max(deadline - time.monotonic(), 0))
         self._polling = False
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")  # the pollers see _polling and end
@@ -1721,7 +1723,16 @@ def gofer_command(serve_dir: str, listen: str, read_only: bool, anames: tuple[st
         signal.signal(signal.SIGINT, old_int)
         if listener is not None:
             listener.close()
-        gofer.close()
+        # A channel whose request is stuck in the host (a hung filesystem) must
+        # not keep a stopped gofer alive: give the clean shutdown 3 s.
+        closer = threading.Thread(target=gofer.close, name="gofer-close", daemon=True)
+        closer.start()
+        closer.join(3)
+    if closer.is_alive():
+        log.warning("gofer: channels did not close within 3 s; exiting anyway")
+        click.echo("pyrunsc gofer: stopped", err=True)
+        sys.stderr.flush()
+        os._exit(0)
     click.echo("pyrunsc gofer: stopped", err=True)
 
 

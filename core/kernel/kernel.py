@@ -9,6 +9,7 @@ tasks: each switch into application code returns at a system call (served by
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -30,10 +31,11 @@ from ..vfs.namei import FSContext, resolve
 from ..vfs.permissions import MAY_EXEC, check_permission
 from ..vfs.pipe import pipefs_mount
 from ..vfs.vfs import VirtualFilesystem
-from . import signals
+from . import signals, timers
 from .auth import Credentials
+from .futex import FutexManager, release_at_exit
 from .interrupt import handled as interrupt_handled
-from .task import SignalAction, Task, default_rlimits
+from .task import SignalAction, Task, ThreadGroup, default_rlimits
 from .time import Timekeeper
 
 log = logging.getLogger("pyrunsc.kernel")
@@ -102,8 +104,18 @@ class Kernel:
     current: Task | None = None
     #: pipe(2)'s internal mount (Linux ``pipe_mnt``).
     pipe_mount: Mount = field(default_factory=pipefs_mount)
+    #: Futex wait queues.
+    futexes: FutexManager = field(default_factory=FutexManager)
     #: Tasks ready to run, in turn.
     _runnable: deque[Task] = field(default_factory=deque)
+    #: Parked tasks (a blocking call to serve again), and those of them a
+    #: wake-up (a futex wake, a child's exit) asked to retry soon.
+    _blocked: list[Task] = field(default_factory=list)
+    _woken: list[Task] = field(default_factory=list)
+    #: Tasks of stopped thread groups (job control), until SIGCONT.
+    _stopped: list[Task] = field(default_factory=list)
+    #: Host monotonic ns when the next interval or POSIX timer is due; 0 for none.
+    timer_due: int = 0
 
     # Creating processes.
 
@@ -196,71 +208,125 @@ class Kernel:
         fdtable = FDTable(limit=limits[7][0])
         for d in stdio or []:
             fdtable.install(d)
-        tid = self._next_tid
-        self._next_tid += 1
-        task = Task(self, tid, Registers(), None, fs, fdtable, rlimits=limits)  # type: ignore[arg-type]
-        task.pgid = task.sid = tid
-        task.start_time = self.timekeeper.monotonic()
+        tid = self._alloc_tid()
+        task = Task(self, tid, Registers(), None, fs, fdtable)  # type: ignore[arg-type]
+        tg = ThreadGroup(tid, task, [task], rlimits=limits, pgid=tid, sid=tid)
+        task.tg = tg
+        task.start_time = tg.start_time = self.timekeeper.monotonic()
         vd, path = self.find_executable(fs, argv[0], env)
         self.load_program(task, vd, path, argv, env)
         task.context = self.platform.new_context()
         self.tasks[tid] = task
         return task
 
-    # Processes.
-
-    def fork_task(self, parent: Task, *, share_files: bool = False, stack: int = 0, tls: int | None = None) -> Task:
-        """A child process of ``parent`` (Linux ``copy_process`` without
-        CLONE_VM): its memory copied, its FD table copied (or shared with
-        CLONE_FILES), the same cwd, root, credentials, limits and signal
-        dispositions; it returns 0 from the call. It is runnable at once."""
+    def _alloc_tid(self) -> int:
         tid = self._next_tid
         self._next_tid += 1
+        return tid
+
+    # Processes and threads.
+
+    def clone_task(
+        self,
+        parent: Task,
+        *,
+        thread: bool = False,
+        share_vm: bool = False,
+        share_fs: bool = False,
+        share_files: bool = False,
+        share_sighand: bool = False,
+        vfork: bool = False,
+        stack: int = 0,
+        tls: int | None = None,
+        exit_signal: int = 17,
+    ) -> Task:
+        """A new task from ``parent`` (Linux ``copy_process``): a thread of
+        its group (CLONE_THREAD) or a new child process. Memory is shared
+        (CLONE_VM) or copied, as are the filesystem view (CLONE_FS), the FD
+        table (CLONE_FILES) and the signal dispositions (CLONE_SIGHAND). The
+        new task returns 0 from the call with ``stack`` and ``tls`` if given;
+        it is runnable at once."""
+        tid = self._alloc_tid()
         regs = parent.regs.copy()
         regs.rax = 0
         if stack:
             regs.rsp = stack
         if tls is not None:
             regs.fs_base = tls
-        fs = FSContext(self.ns, parent.fs.root, parent.fs.cwd, parent.fs.creds, parent.fs.umask)
-        mm = parent.mm.fork(self.platform.new_address_space())
+        pfs = parent.fs
+        fs = pfs if share_fs else FSContext(self.ns, pfs.root, pfs.cwd, pfs.creds, pfs.umask)
+        mm = parent.mm.acquire() if share_vm else parent.mm.fork(self.platform.new_address_space())
         child = Task(
             self, tid, regs, mm, fs, parent.fdtable if share_files else parent.fdtable.fork(),
-            parent=parent, comm=parent.comm, rlimits=dict(parent.rlimits), sigmask=parent.sigmask,
-            actions=dict(parent.actions), pgid=parent.pgid, sid=parent.sid, no_new_privs=parent.no_new_privs,
+            comm=parent.comm, sigmask=parent.sigmask,
+            actions=parent.actions if share_sighand else dict(parent.actions), no_new_privs=parent.no_new_privs,
         )
         child.start_time = self.timekeeper.monotonic()
+        if thread:
+            child.tg = parent.tg
+            parent.tg.tasks.append(child)
+        else:
+            ptg = parent.tg
+            child.tg = ThreadGroup(
+                tid, child, [child], parent=ptg, rlimits=dict(ptg.rlimits), pgid=ptg.pgid, sid=ptg.sid,
+                start_time=child.start_time, exit_signal=exit_signal,
+            )
+            ptg.children.append(child.tg)
         child.context = self.platform.new_context()
-        parent.children.append(child)
+        if vfork:
+            child.vfork_parent = parent
+            parent.vfork_child = child
         self.tasks[tid] = child
         self._runnable.append(child)
         return child
 
+    def fork_task(self, parent: Task, *, share_files: bool = False, stack: int = 0, tls: int | None = None) -> Task:
+        """A child process of ``parent`` with its memory copied (fork(2))."""
+        return self.clone_task(parent, share_files=share_files, stack=stack, tls=tls)
+
+    def wake(self, task: Task) -> None:
+        """Ask for ``task``'s parked call to be served again soon (a futex
+        wake, a child that changed state)."""
+        self._woken.append(task)
+
+    def thread_group(self, tgid: int) -> ThreadGroup | None:
+        """The live or zombie process ``tgid``."""
+        t = self.tasks.get(tgid)
+        return t.tg if t is not None and t.tg.tgid == tgid else None
+
+    def init_group(self) -> ThreadGroup | None:
+        return self.thread_group(1)
+
     def kill(self, task: Task, sig: int, info: bytes | None = None) -> None:
-        """Send ``sig`` to ``task``; its disposition applies when it is delivered."""
-        signals.send(task, sig, info)
+        """Send ``sig`` to ``task``'s process; its disposition applies when it is delivered."""
+        signals.send_group(task.tg, sig, info)
 
     def signal_from_host(self, task: Task, sig: int) -> None:
         """A signal forwarded from the host (``pyrunsc kill``, a Ctrl-C at a
         foreground run), as if sent by the kernel to the container's init."""
-        signals.send(task, sig, signals.siginfo(sig, signals.SI_KERNEL))
+        signals.send_group(task.tg, sig, signals.siginfo(sig, signals.SI_KERNEL))
 
     # Running.
 
     def run(self, init: Task) -> ExitStatus:
-        """Run the sandbox until ``init`` exits or is killed; returns how it ended.
+        """Run the sandbox until ``init``'s process exits or is killed; returns
+        how it ended.
 
         Tasks take turns, one system call at a time. A call that must wait
-        (Block) parks its task; parked calls are served again when no task can
-        run. When init ends, every other task is ended too.
+        (Block) parks its task; parked calls are served again when something
+        wakes them (:meth:`wake`, a signal), every 64 turns, and when no task
+        can run. Tasks of a stopped process wait until SIGCONT. When init's
+        process ends, every other task is ended too.
         """
         from ..syscalls import Block, TaskExit, dispatch
 
         runnable = self._runnable
         runnable.append(init)
-        blocked: list[Task] = []
+        blocked = self._blocked
+        stopped = self._stopped
+        itg = init.tg
         turns = 0
-        while init.exit_status is None:
+        while itg.exit_status is None:
             turns += 1
             if blocked and turns % 64 == 0:
                 # Busy tasks must not starve parked ones (a due sleep, a reaped child).
@@ -269,28 +335,31 @@ class Kernel:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
                 self.signal_from_host(init, sig)
-            woken = [t for t in blocked if t.kill_signal or signals.deliverable(t)]
-            if woken:
-                # A signal wakes a parked call. If the call can finish now (the
-                # child it waits for has exited) it does, as on Linux; otherwise
-                # it fails EINTR, or restarts after the handler (SA_RESTART).
+            if self.timer_due and time.monotonic_ns() >= self.timer_due:
+                timers.fire(self)
+            if self._woken:
+                woken, self._woken = [t for t in self._woken if t in blocked], []
                 self._retry(blocked, only=woken)
-                for task in woken:
-                    if task in blocked:
-                        blocked.remove(task)
-                        if not task.kill_signal:
-                            signals.interrupt_blocked_call(task)
-                        runnable.appendleft(task)
+            if stopped:
+                self._continue_stopped()
+            if blocked:
+                self._interrupt_blocked()
             if not runnable:
                 self._retry(blocked)
                 if not runnable:
                     self._idle(blocked)
                 continue
             task = runnable.popleft()
-            if task.pending and not task.kill_signal:
+            if task.exit_status is not None:
+                continue  # ended while queued (its group exited)
+            if task.pending | task.tg.pending and not task.kill_signal:
                 signals.deliver(task)
             if task.kill_signal:
-                self._exit_task(task, ExitStatus(signal=task.kill_signal, core=task.kill_signal in CORE_SIGNALS))
+                sig = task.kill_signal
+                self.exit_group(task.tg, ExitStatus(signal=sig, core=sig in CORE_SIGNALS))
+                continue
+            if task.tg.stop_signal:
+                stopped.append(task)
                 continue
             assert task.context is not None and task.mm.aspace is not None
             stop, fault = task.context.switch(task.mm.aspace, task.regs)
@@ -302,22 +371,84 @@ class Kernel:
                     blocked.append(task)
                     continue
                 except TaskExit as e:
-                    self._exit_task(task, ExitStatus(code=e.status))
+                    self._task_exit(task, e)
                     continue
-                runnable.append(task)
+                if task.exit_status is None:
+                    runnable.append(task)
             elif stop is Stop.FAULT:
                 assert fault is not None
                 if self._fault_handled(task, fault):
                     runnable.appendleft(task)
                 else:
-                    self._exit_task(task, self._fault_status(task, fault))
+                    self.exit_group(task.tg, self._fault_status(task, fault))
             else:
                 runnable.append(task)
         for task in list(self.tasks.values()):
-            if task is not init and task.exit_status is None:
-                self._exit_task(task, ExitStatus(signal=host_signal.SIGKILL))
+            if task.exit_status is None:
+                self._exit_thread(task, ExitStatus(signal=host_signal.SIGKILL))
         self.tasks.clear()
-        return init.exit_status
+        assert itg.exit_status is not None
+        return itg.exit_status
+
+    def _task_exit(self, task: Task, e: Exception) -> None:
+        from ..syscalls import TaskExit
+
+        assert isinstance(e, TaskExit)
+        if e.group:
+            self.exit_group(task.tg, ExitStatus(code=e.status))
+        else:
+            self._exit_thread(task, ExitStatus(code=e.status))
+
+    def _interrupt_blocked(self) -> None:
+        """Wake parked tasks that have a signal to take (Linux
+        ``complete_signal``/``signal_wake_up``): the call finishes if it can
+        (the child it waits for has exited), or fails with EINTR, or restarts
+        after the handler (SA_RESTART). A signal sent to the process wakes one
+        of its tasks, not all of them; a stopped process's tasks wait."""
+        blocked = self._blocked
+        woken: list[Task] = []
+        claimed: set[tuple[int, int]] = set()
+        for t in blocked:
+            if t.kill_signal or t.exit_status is not None:
+                woken.append(t)
+                continue
+            if t.tg.stop_signal or not getattr(t.waiter, "interruptible", True):
+                continue
+            sig = signals.deliverable(t)
+            if not sig:
+                continue
+            if not t.pending >> (sig - 1) & 1:
+                # A process-directed signal: one task takes it; not when a
+                # runnable task of the group will take it anyway.
+                if (t.tg.tgid, sig) in claimed or any(
+                    r.tg is t.tg and not r.sigmask >> (sig - 1) & 1 for r in self._runnable
+                ):
+                    continue
+                claimed.add((t.tg.tgid, sig))
+            woken.append(t)
+        if not woken:
+            return
+        self._retry(blocked, only=woken)
+        for task in woken:
+            if task in blocked:
+                blocked.remove(task)
+                if task.exit_status is not None:
+                    continue
+                if not task.kill_signal:
+                    signals.interrupt_blocked_call(task)
+                self._runnable.appendleft(task)
+
+    def _continue_stopped(self) -> None:
+        """Tasks of processes continued since they stopped go back to run."""
+        still = []
+        for t in self._stopped:
+            if t.exit_status is not None:
+                continue
+            if t.tg.stop_signal and not t.kill_signal:
+                still.append(t)
+            else:
+                self._runnable.append(t)
+        self._stopped[:] = still
 
     def _retry(self, blocked: list[Task], only: list[Task] | None = None) -> None:
         """Serve each parked call (or those in ``only``) again; those that can
@@ -325,7 +456,7 @@ class Kernel:
         from ..syscalls import Block, TaskExit, dispatch
 
         for task in list(only if only is not None else blocked):
-            if task.kill_signal:
+            if task.kill_signal or task.exit_status is not None or task not in blocked:
                 continue
             self.current = task
             try:
@@ -334,27 +465,32 @@ class Kernel:
                 continue
             except TaskExit as e:
                 blocked.remove(task)
-                self._exit_task(task, ExitStatus(code=e.status))
+                self._task_exit(task, e)
                 continue
             blocked.remove(task)
-            self._runnable.append(task)
+            if task.exit_status is None:
+                self._runnable.append(task)
 
     def _idle(self, blocked: list[Task]) -> None:
-        """No task can run: sleep until the first parked sleep is due, or, when
-        every task waits on another, until a host signal (pyrunsc kill) comes."""
+        """No task can run: sleep until the first parked sleep or timer is due,
+        or, when every task waits on another, until a host signal (pyrunsc
+        kill) comes."""
         from .interrupt import blocking
 
         waits = [t.wake_at[1] - self.timekeeper.now(t.wake_at[0]) for t in blocked if t.wake_at is not None]
+        if self.timer_due:
+            waits.append(self.timer_due - time.monotonic_ns())
         delay = min(max(min(waits), 0) / 1e9, 0.05) if waits else 0.05
         try:
             with blocking():
                 time.sleep(delay)
         except SyscallError:
             pass
+        timers.fire(self)
 
     def _fault_handled(self, task: Task, fault: Fault) -> bool:
         """A fault the task has a handler for, unblocked: it gets the signal
-        (Linux ``force_sig_fault``); otherwise the fault ends the task."""
+        (Linux ``force_sig_fault``); otherwise the fault ends the process."""
         act = signals.action(task, fault.signo)
         if act.handler in (0, 1) or task.sigmask >> (fault.signo - 1) & 1:
             return False
@@ -362,37 +498,128 @@ class Kernel:
         return True
 
     def _fault_status(self, task: Task, fault: Fault) -> ExitStatus:
-        """A synchronous fault with no handler kills the process (signal
-        delivery to handlers comes with the signals work)."""
+        """A synchronous fault with no handler (or with it blocked) kills the process."""
         log.info("task %d: signal %d (code %d, addr %#x) at rip %#x", task.tid, fault.signo, fault.code,
                  fault.addr, task.regs.rip)
         return ExitStatus(signal=fault.signo, core=fault.signo in CORE_SIGNALS)
 
-    def _exit_task(self, task: Task, status: ExitStatus) -> None:
-        """End ``task`` (Linux ``do_exit``): close its files, free its memory and
-        platform context, give its children to init, and leave a zombie for
-        its parent to reap (none for init, or when the parent ignores SIGCHLD)."""
+    # Exiting (Linux kernel/exit.c).
+
+    def exit_group(self, tg: ThreadGroup, status: ExitStatus) -> None:
+        """End every task of ``tg`` with ``status`` (exit_group(2), a fatal
+        signal; Linux ``do_group_exit``)."""
+        if tg.group_exit is None:
+            tg.group_exit = status
+        for t in list(tg.tasks):
+            if t.exit_status is None:
+                self._exit_thread(t, tg.group_exit)
+
+    def _unqueue(self, task: Task) -> None:
+        for q in (self._blocked, self._stopped):
+            if task in q:
+                q.remove(task)
+        with contextlib.suppress(ValueError):
+            self._runnable.remove(task)
+
+    def _exit_thread(self, task: Task, status: ExitStatus) -> None:
+        """End one task (Linux ``do_exit``): its robust futexes and
+        clear_child_tid, its files and memory, a vfork parent released; the
+        last task of a thread group ends the process (:meth:`_exit_process`)."""
+        if task.exit_status is not None:
+            return
         task.exit_status = status
+        self._unqueue(task)
+        waiter = task.waiter
+        if waiter is not None and hasattr(waiter, "cancel"):
+            waiter.cancel()
+        task.waiter = None
+        release_at_exit(task)
+        self._release_vfork(task)
         if not any(t.fdtable is task.fdtable for t in self.tasks.values() if t is not task and t.exit_status is None):
             task.fdtable.close_all()
         if task.context is not None:
             task.context.release()
             task.context = None
         task.mm.release()
-        init = self.tasks.get(1)
-        for child in task.children:
+        tg = task.tg
+        if task is not tg.leader:
+            tg.tasks.remove(task)
+            self.tasks.pop(task.tid, None)
+        if not tg.live_tasks:
+            self._exit_process(tg, tg.group_exit or tg.leader.exit_status or status)
+
+    def _release_vfork(self, task: Task) -> None:
+        """A vfork child that execs or exits lets its parent go on (Linux
+        ``mm_release`` -> ``complete_vfork_done``)."""
+        parent = task.vfork_parent
+        if parent is not None:
+            task.vfork_parent = None
+            if parent.vfork_child is task:
+                parent.vfork_child = None
+                self.wake(parent)
+
+    def _exit_process(self, tg: ThreadGroup, status: ExitStatus) -> None:
+        """The last task of ``tg`` has ended: give its children to init, tell
+        its parent (the exit signal, a wait4 to finish), and leave a zombie
+        for the parent to reap (none for init, or when the parent ignores
+        SIGCHLD)."""
+        tg.exit_status = status
+        tg.stop_signal = 0
+        tg.itimers.clear()
+        tg.timers.clear()
+        init = self.init_group()
+        for child in tg.children:
             child.parent = init
-            if init is not None and init is not task:
+            if init is not None and init is not tg:
                 init.children.append(child)
-        task.children = []
-        parent = task.parent
+            for t in child.live_tasks:
+                if t.pdeath_signal:
+                    signals.send(t, t.pdeath_signal, signals.siginfo(t.pdeath_signal, signals.SI_USER, pid=tg.tgid))
+        tg.children = []
+        parent = tg.parent
         if parent is not None and parent.exit_status is None:
-            code, value = (1, status.code) if not status.signal else (3 if status.core else 2, status.signal)
-            signals.send(parent, host_signal.SIGCHLD, signals.siginfo(
-                host_signal.SIGCHLD, code, pid=task.tid, uid=task.fs.creds.uid, status=value))
+            if tg.exit_signal:
+                code, value = (1, status.code) if not status.signal else (3 if status.core else 2, status.signal)
+                signals.send_group(parent, tg.exit_signal, signals.siginfo(
+                    tg.exit_signal, code, pid=tg.tgid, uid=tg.leader.fs.creds.uid, status=value))
+            for t in parent.live_tasks:
+                self.wake(t)
         if parent is None or parent.exit_status is not None:
-            self.tasks.pop(task.tid, None)
-        elif parent.actions.get(host_signal.SIGCHLD, SignalAction()).handler == 1:
-            # SIGCHLD set to SIG_IGN: children are reaped at once (POSIX.1-2001).
-            parent.children.remove(task)
-            self.tasks.pop(task.tid, None)
+            self.tasks.pop(tg.tgid, None)
+        elif parent.leader.actions.get(host_signal.SIGCHLD, SignalAction()).handler == 1 or (
+            parent.leader.actions.get(host_signal.SIGCHLD, SignalAction()).flags & signals.SA_NOCLDWAIT
+        ):
+            # SIGCHLD set to SIG_IGN, or SA_NOCLDWAIT: children are reaped at once (POSIX.1-2001).
+            parent.children.remove(tg)
+            self.tasks.pop(tg.tgid, None)
+
+    # Exec (Linux fs/exec.c de_thread).
+
+    def exec_dethread(self, task: Task) -> None:
+        """Before a successful execve: every other task of the group ends,
+        and the calling task takes the group leader's TID (the PID)."""
+        tg = task.tg
+        for t in list(tg.tasks):
+            if t is not task and t.exit_status is None:
+                t.exit_status = ExitStatus(signal=host_signal.SIGKILL)
+                self._unqueue(t)
+                if t.waiter is not None and hasattr(t.waiter, "cancel"):
+                    t.waiter.cancel()
+                release_at_exit(t)
+                if t.context is not None:
+                    t.context.release()
+                    t.context = None
+                t.mm.release()
+        leader = tg.leader
+        for t in list(tg.tasks):
+            if t is not task:
+                tg.tasks.remove(t)
+                if self.tasks.get(t.tid) is t:
+                    del self.tasks[t.tid]
+        if leader is not task:
+            del_tid = task.tid
+            self.tasks.pop(del_tid, None)
+            task.tid = tg.tgid
+            tg.leader = task
+            self.tasks[task.tid] = task
+        self._release_vfork(task)

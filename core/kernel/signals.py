@@ -23,7 +23,7 @@ from ..errors import SyscallError
 from .task import SignalAction
 
 if TYPE_CHECKING:
-    from .task import Task
+    from .task import Task, ThreadGroup
 
 SIGKILL, SIGSTOP, SIGCHLD, SIGCONT = 9, 19, 17, 18
 SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_ONSTACK = 0x1, 0x2, 0x4, 0x08000000
@@ -60,18 +60,116 @@ def is_ignored(task: Task, sig: int) -> bool:
     return handler == 1 or (handler == 0 and sig in DEFAULT_IGNORE)
 
 
+STOP_MASK = sum(1 << (s - 1) for s in DEFAULT_STOP)
+CLD_STOPPED, CLD_CONTINUED = 5, 6
+
+
 def send(task: Task, sig: int, info: bytes | None = None) -> None:
-    """Make ``sig`` pending for ``task`` (Linux ``send_signal``); dropped when
-    ignored and not blocked. ``info`` is the siginfo (128 bytes) to deliver."""
+    """Make ``sig`` pending for the one thread ``task`` (tgkill, a fault;
+    Linux ``send_signal`` to a thread). ``info`` is the siginfo (128 bytes)."""
     if task.exit_status is not None or not 1 <= sig <= 64:
         return
-    if sig == SIGKILL:
-        task.kill_signal = SIGKILL
+    if not _prepare(task.tg, sig):
         return
     if is_ignored(task, sig) and not task.sigmask >> (sig - 1) & 1:
         return
+    _queue(task.siginfo, sig, info)
     task.pending |= 1 << (sig - 1)
-    task.siginfo[sig] = info or siginfo(sig, SI_USER)
+
+
+def send_group(tg: ThreadGroup, sig: int, info: bytes | None = None) -> None:
+    """Make ``sig`` pending for the process ``tg`` (kill, a child's SIGCHLD, a
+    timer): any one of its tasks not blocking it takes it."""
+    if tg.exit_status is not None or tg.group_exit is not None or not 1 <= sig <= 64:
+        return
+    if not _prepare(tg, sig):
+        return
+    leader = tg.leader
+    if is_ignored(leader, sig) and all(t.sigmask >> (sig - 1) & 1 == 0 for t in tg.live_tasks):
+        return
+    _queue(tg.siginfo, sig, info)
+    tg.pending |= 1 << (sig - 1)
+
+
+SIGRTMIN = 32
+SI_TIMER = -2
+
+
+def _queue(infos: dict[int, list[bytes]], sig: int, info: bytes | None) -> None:
+    """Standard signals are pending once (a second one merges); each
+    real-time signal sent is queued with its own siginfo (Linux
+    ``legacy_queue``)."""
+    q = infos.setdefault(sig, [])
+    if sig < SIGRTMIN and q:
+        return
+    q.append(info or siginfo(sig, SI_USER))
+
+
+def dequeue(task: Task, sig: int) -> bytes:
+    """Take pending ``sig`` from the task (first) or its process; returns its
+    siginfo. The pending bit clears when no instance is left. A POSIX
+    timer's signal reports the overruns counted until now (Linux
+    ``posixtimer_rearm``)."""
+    bit = 1 << (sig - 1)
+    holder: Task | ThreadGroup = task if task.pending & bit else task.tg
+    q = holder.siginfo.get(sig) or []
+    info = q.pop(0) if q else siginfo(sig, SI_USER)
+    if not q:
+        holder.siginfo.pop(sig, None)
+        holder.pending &= ~bit
+    if struct.unpack_from("<i", info, 8)[0] == SI_TIMER:
+        (timer_id,) = struct.unpack_from("<i", info, 16)
+        timer = task.tg.timers.get(timer_id)
+        if timer is not None:
+            timer.last_overrun, timer.overrun = timer.overrun, 0
+            info = info[:20] + struct.pack("<i", min(timer.last_overrun, 0x7FFFFFFF)) + info[24:]
+    return info
+
+
+def _prepare(tg: ThreadGroup, sig: int) -> bool:
+    """What happens at once when a signal is sent (Linux ``prepare_signal``):
+    SIGKILL ends every task; SIGCONT continues a stopped process and discards
+    pending stop signals; a stop signal discards a pending SIGCONT. False when
+    nothing is left to queue."""
+    if sig == SIGKILL:
+        tg.stop_signal = 0
+        for t in tg.live_tasks:
+            t.kill_signal = SIGKILL
+        return False
+    if sig == SIGCONT:
+        _discard(tg, STOP_MASK)
+        if tg.stop_signal:
+            tg.stop_signal = 0
+            tg.report = ("continued", SIGCONT)
+            _notify_parent(tg, CLD_CONTINUED, SIGCONT)
+    elif sig in DEFAULT_STOP:
+        _discard(tg, 1 << (SIGCONT - 1))
+    return True
+
+
+def _discard(tg: ThreadGroup, mask: int) -> None:
+    holders: list[Task | ThreadGroup] = [tg, *tg.live_tasks]
+    for holder in holders:
+        holder.pending &= ~mask
+        for sig in list(holder.siginfo):
+            if mask >> (sig - 1) & 1:
+                del holder.siginfo[sig]
+
+
+def _notify_parent(tg: ThreadGroup, code: int, status: int) -> None:
+    """SIGCHLD to the parent on a stop or continue (Linux
+    ``do_notify_parent_cldstop``), unless it set SA_NOCLDSTOP; a parent in
+    wait4 (WUNTRACED/WCONTINUED) is woken either way."""
+    parent = tg.parent
+    if parent is None or parent.exit_status is not None:
+        return
+    for t in parent.live_tasks:
+        t.kernel.wake(t)
+    act = action(parent.leader, SIGCHLD)
+    if act.flags & SA_NOCLDSTOP:
+        return
+    leader = tg.leader
+    send_group(parent, SIGCHLD, siginfo(SIGCHLD, code, pid=tg.tgid, uid=leader.fs.creds.uid, status=status))
 
 
 def siginfo(sig: int, code: int, *, pid: int = 0, uid: int = 0, addr: int | None = None,
@@ -89,8 +187,9 @@ def siginfo(sig: int, code: int, *, pid: int = 0, uid: int = 0, addr: int | None
 
 
 def deliverable(task: Task) -> int:
-    """The next pending, unblocked signal (SIGKILL first, then lowest), or 0."""
-    ready = task.pending & ~task.sigmask
+    """The next pending, unblocked signal for ``task`` (its own, then its
+    process's; lowest first), or 0."""
+    ready = (task.pending | task.tg.pending) & ~task.sigmask
     if not ready:
         return 0
     return (ready & -ready).bit_length()
@@ -99,12 +198,19 @@ def deliverable(task: Task) -> int:
 def deliver(task: Task) -> bool:
     """Act on pending unblocked signals before ``task`` runs. Returns False
     when a default action ended the task (``kill_signal`` is then set)."""
+    tg = task.tg
     while sig := deliverable(task):
-        task.pending &= ~(1 << (sig - 1))
-        info = task.siginfo.pop(sig, siginfo(sig, SI_USER))
+        info = dequeue(task, sig)
         act = action(task, sig)
-        if act.handler == 1 or (act.handler == 0 and (sig in DEFAULT_IGNORE or sig in DEFAULT_STOP)):
-            continue  # ignored (stopping comes with job control)
+        if act.handler == 1 or (act.handler == 0 and sig in DEFAULT_IGNORE):
+            continue
+        if act.handler == 0 and sig in DEFAULT_STOP:
+            # Group stop (Linux do_signal_stop): every task of the process
+            # waits until SIGCONT; the parent hears of it.
+            tg.stop_signal = sig
+            tg.report = ("stopped", sig)
+            _notify_parent(tg, CLD_STOPPED, sig)
+            return True
         if act.handler == 0:
             task.kill_signal = sig
             return False
@@ -185,13 +291,21 @@ def sigreturn(task: Task) -> int:
 
 
 def interrupt_blocked_call(task: Task) -> None:
-    """A parked system call meets a signal with a handler: EINTR, or, with
-    SA_RESTART, set up to run again once the handler returns."""
+    """A parked system call meets a signal: with a handler, EINTR, or with
+    SA_RESTART set up to run again once the handler returns; with no handler
+    to run (a stop), it runs again when the task next runs, a sleep keeping
+    its deadline (Linux ``ERESTARTNOHAND``/``restart_syscall``)."""
     sig = deliverable(task)
     act = action(task, sig)
     regs = task.regs
-    task.wake_at = None  # an interrupted sleep starts afresh if restarted
-    if act.handler not in (0, 1) and act.flags & SA_RESTART:
+    handler = act.handler not in (0, 1)
+    if handler:
+        task.wake_at = None  # an interrupted sleep starts afresh if restarted
+    waiter = task.waiter
+    if waiter is not None and hasattr(waiter, "cancel"):
+        waiter.cancel()
+    task.waiter = None
+    if not handler or act.flags & SA_RESTART:
         regs.rax = regs.orig_rax
         regs.rip -= 2  # back onto the syscall instruction
     else:

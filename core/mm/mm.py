@@ -115,6 +115,8 @@ class MemoryManager:
         self.arg_start = self.arg_end = self.env_start = self.env_end = 0
         self.auxv: list[tuple[int, int]] = []
         self.executable = ""
+        #: Tasks sharing this address space (CLONE_VM); Linux ``mm_users``.
+        self.users = 1
 
     # VMA bookkeeping.
 
@@ -512,6 +514,18 @@ class MemoryManager:
             child._platform_map(nv)
         return child
 
+    def futex_key(self, addr: int, private: bool) -> tuple[object, int]:
+        """What identifies the futex word at ``addr`` (Linux ``get_futex_key``):
+        this address space and ``addr`` for private futexes and private
+        mappings; the memory-file offset for shared mappings, so that
+        processes mapping the same memory meet. EFAULT if unmapped."""
+        vma = self.find(addr)
+        if vma is None:
+            raise SyscallError(errno.EFAULT)
+        if private or not vma.shared:
+            return (self, addr)
+        return (self.memfile, vma.mem_offset(addr))
+
     def _copy_extent(self, src: Extent, dst: Extent) -> None:
         """Copy only the data the source holds (holes stay holes)."""
         fd = self.memfile.fd
@@ -529,8 +543,17 @@ class MemoryManager:
             )
             pos = hole
 
+    def acquire(self) -> MemoryManager:
+        """One more task shares this address space (CLONE_VM)."""
+        self.users += 1
+        return self
+
     def release(self) -> None:
-        """Unmap everything (exit or exec)."""
+        """A task stops using this address space (exit or exec); the last one
+        unmaps everything."""
+        self.users -= 1
+        if self.users > 0:
+            return
         for v in list(self._vmas):
             self._remove(v)
         if self.aspace is not None:

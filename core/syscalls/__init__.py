@@ -180,7 +180,7 @@ def _format_one(task: Task, kind: str, v: int, nxt: int) -> str:
 def _load() -> None:
     import importlib
 
-    for module in ("exec", "fs", "info", "mm", "process", "signal", "time"):
+    for module in ("exec", "fs", "futex", "info", "mm", "process", "signal", "time"):
         importlib.import_module(f"{__name__}.{module}")
 
 

@@ -87,11 +87,19 @@ def do_execve(task: Task, vd: VirtualDentry, path: str, argv: list[str], envp: l
         vd = lookup_at(task, AT_FDCWD, interp, 0)
     else:
         raise SyscallError(errno.ELOOP)
+    # Past the point of no return (Linux begin_new_exec): the other threads
+    # end, a vfork parent goes on, and what was shared with other processes
+    # (the FD table, the dispositions) becomes the task's own.
+    kernel.exec_dethread(task)
+    if any(t.fdtable is task.fdtable for t in kernel.tasks.values() if t is not task and t.exit_status is None):
+        old = task.fdtable
+        task.fdtable = old.fork()
     task.fdtable.close_on_exec()
-    for sig, action in list(task.actions.items()):
-        if action.handler not in (0, 1):  # caught signals return to SIG_DFL; ignored stay ignored
-            task.actions[sig] = SignalAction()
+    # Caught signals return to SIG_DFL; ignored ones stay ignored.
+    task.actions = {sig: (SignalAction() if a.handler not in (0, 1) else a) for sig, a in task.actions.items()}
     task.altstack = (0, 2, 0)
+    task.clear_child_tid = 0
+    task.robust_list = (0, 0)
     return 0
 
 

@@ -16,7 +16,7 @@ from ..kernel.auth import NO_ID, Credentials
 from . import Block, TaskExit, syscall
 
 if TYPE_CHECKING:
-    from ..kernel.task import Task
+    from ..kernel.task import Task, ThreadGroup
 
 CAP_SETUID, CAP_SETGID, CAP_SYS_RESOURCE, CAP_SYS_ADMIN = 7, 6, 24, 21
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -57,38 +57,61 @@ def sys_getpgrp(task: Task) -> int:
     return task.pgid
 
 
+def _process(task: Task, pid: int) -> ThreadGroup:
+    """The process ``pid`` (0: the caller's); ESRCH if there is none."""
+    pid = _int32(pid)
+    if pid == 0:
+        return task.tg
+    tg = task.kernel.thread_group(pid) if pid > 0 else None
+    if tg is None or tg.exit_status is not None:
+        raise SyscallError(errno.ESRCH)
+    return tg
+
+
 @syscall("getpgid", "i")
 def sys_getpgid(task: Task, pid: int) -> int:
-    if pid not in (0, task.tgid):
-        raise SyscallError(errno.ESRCH)
-    return task.pgid
+    return _process(task, pid).pgid
 
 
 @syscall("getsid", "i")
 def sys_getsid(task: Task, pid: int) -> int:
-    if pid not in (0, task.tgid):
-        raise SyscallError(errno.ESRCH)
-    return task.sid
+    return _process(task, pid).sid
 
 
 @syscall("setpgid", "ii")
 def sys_setpgid(task: Task, pid: int, pgid: int) -> int:
-    if pid not in (0, task.tgid):
-        raise SyscallError(errno.ESRCH)
-    if pgid >> 31:
+    """setpgid(2) (Linux ``kernel/sys.c``): the caller or one of its children
+    joins or starts a process group in the caller's session. ESRCH if
+    ``pid`` is neither; EACCES for a child that has exec'd (not tracked: never);
+    EPERM for a session leader, another session, or a group that does not
+    exist in the session; EINVAL for a negative ``pgid``."""
+    pgid = _int32(pgid)
+    if pgid < 0:
         raise SyscallError(errno.EINVAL)
-    if task.sid == task.tgid:
+    target = _process(task, pid)
+    if target is not task.tg and target.parent is not task.tg:
+        raise SyscallError(errno.ESRCH)
+    if target.sid != task.sid:
+        raise SyscallError(errno.EPERM)
+    if target.sid == target.tgid:
         raise SyscallError(errno.EPERM)  # a session leader cannot change its group
-    task.pgid = pgid or task.tgid
+    pgid = pgid or target.tgid
+    if pgid != target.tgid and not any(
+        t.tg.pgid == pgid and t.tg.sid == task.sid and t.tg.exit_status is None for t in task.kernel.tasks.values()
+    ):
+        raise SyscallError(errno.EPERM)
+    target.pgid = pgid
     return 0
 
 
 @syscall("setsid")
 def sys_setsid(task: Task) -> int:
-    if task.pgid == task.tgid:
+    """setsid(2): EPERM if a process group with the caller's PID exists."""
+    tg = task.tg
+    if any(t.tg.pgid == tg.tgid for t in task.kernel.tasks.values() if t.tg.exit_status is None):
         raise SyscallError(errno.EPERM)
-    task.sid = task.pgid = task.tgid
-    return task.sid
+    tg.sid = tg.pgid = tg.tgid
+    return tg.sid
 
 
 # Credentials (Linux kernel/sys.c, kernel/cred.c).
@@ -543,17 +566,33 @@ SIGCHLD = 17
 
 
 def do_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
-    """A new process. Threads (CLONE_THREAD, or CLONE_VM without CLONE_VFORK)
-    are not supported yet: ENOSYS, said plainly. vfork (CLONE_VM|CLONE_VFORK)
-    runs the child on a copy of the memory, which a child that only execs or
-    exits cannot tell apart."""
-    if flags & CLONE_THREAD or flags & CLONE_SIGHAND or (flags & CLONE_VM and not flags & CLONE_VFORK):
-        raise SyscallError(errno.ENOSYS, "threads are not supported yet")
-    if flags & (CLONE_NEWNS | 0x7E000000 & ~(CLONE_CHILD_SETTID | CLONE_DETACHED | CLONE_UNTRACED)):
-        raise SyscallError(errno.EINVAL if not flags & CLONE_NEWNS else errno.EPERM)
-    child = task.kernel.fork_task(
-        task, share_files=bool(flags & CLONE_FILES), stack=stack,
+    """clone(2) (Linux ``kernel/fork.c`` ``copy_process``): a thread with
+    CLONE_THREAD, else a child process; CLONE_VM, CLONE_FS, CLONE_FILES and
+    CLONE_SIGHAND share what they name. EINVAL for the combinations Linux
+    refuses (CLONE_THREAD without CLONE_SIGHAND, CLONE_SIGHAND without
+    CLONE_VM, CLONE_FS with CLONE_NEWNS), EPERM for new namespaces. With
+    CLONE_VFORK the caller waits until the child execs or exits."""
+    if flags & CLONE_THREAD and not flags & CLONE_SIGHAND:
+        raise SyscallError(errno.EINVAL)
+    if flags & CLONE_SIGHAND and not flags & CLONE_VM:
+        raise SyscallError(errno.EINVAL)
+    if flags & CLONE_FS and flags & CLONE_NEWNS:
+        raise SyscallError(errno.EINVAL)
+    if flags & CLONE_NEWNS or flags & 0x7E000000 & ~(CLONE_CHILD_SETTID | CLONE_DETACHED | CLONE_UNTRACED):
+        raise SyscallError(errno.EPERM if flags & (CLONE_NEWNS | 0x7C000000) else errno.EINVAL)
+    if flags & CLONE_PIDFD:
+        raise SyscallError(errno.EINVAL, "CLONE_PIDFD is not supported")
+    child = task.kernel.clone_task(
+        task,
+        thread=bool(flags & CLONE_THREAD),
+        share_vm=bool(flags & CLONE_VM),
+        share_fs=bool(flags & CLONE_FS),
+        share_files=bool(flags & CLONE_FILES),
+        share_sighand=bool(flags & CLONE_SIGHAND),
+        vfork=bool(flags & CLONE_VFORK),
+        stack=stack,
         tls=tls if flags & CLONE_SETTLS else None,
+        exit_signal=0 if flags & CLONE_THREAD else flags & 0xFF,
     )
     tid = struct.pack("<i", child.tid)
     if flags & CLONE_PARENT_SETTID and parent_tid:
@@ -562,33 +601,76 @@ def do_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int
         child.mm.copy_out(child_tid, tid)
     if flags & CLONE_CHILD_CLEARTID:
         child.clear_child_tid = child_tid
+    if flags & CLONE_VFORK:
+        task.waiter = VforkWait(child.tid)
+        raise Block()
     return child.tid
+
+
+class VforkWait:
+    """A vfork parent parked until its child execs or exits (Linux
+    ``wait_for_vfork_done``); signals wait too: it is not interruptible."""
+
+    interruptible = False
+
+    def __init__(self, tid: int) -> None:
+        self.tid = tid
+
+
+def _clone_entry(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
+    """A clone call served again after a vfork parks its caller: the child
+    PID once released, else keep waiting; otherwise a new clone."""
+    w = task.waiter
+    if isinstance(w, VforkWait):
+        if task.vfork_child is not None:
+            raise Block()
+        task.waiter = None
+        return w.tid
+    return do_clone(task, flags, stack, parent_tid, child_tid, tls)
 
 
 @syscall("clone", "xppppx")
 def sys_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
-    return do_clone(task, flags & 0xFFFFFFFF, stack, parent_tid, child_tid, tls)
+    return _clone_entry(task, flags & 0xFFFFFFFF, stack, parent_tid, child_tid, tls)
+
+
+CLONE_ARGS = struct.Struct("<11Q")
+
+
+@syscall("clone3", "pi")
+def sys_clone3(task: Task, addr: int, size: int) -> int:
+    """clone3(2) with ``struct clone_args`` (flags, pidfd, child_tid,
+    parent_tid, exit_signal, stack, stack_size, tls, set_tid...); EINVAL for
+    a size below CLONE_ARGS_SIZE_VER0 (64) or set_tid (not supported)."""
+    if isinstance(task.waiter, VforkWait):
+        return _clone_entry(task, 0, 0, 0, 0, 0)
+    if size < 64 or size > 4096:
+        raise SyscallError(errno.EINVAL)
+    raw = task.mm.copy_in(addr, min(size, CLONE_ARGS.size)).ljust(CLONE_ARGS.size, b"\0")
+    if size > CLONE_ARGS.size and any(task.mm.copy_in(addr + CLONE_ARGS.size, size - CLONE_ARGS.size)):
+        raise SyscallError(errno.E2BIG)
+    flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _cgroup = (
+        CLONE_ARGS.unpack(raw))
+    if flags >> 32 or exit_signal > 64 or (flags & CLONE_THREAD and exit_signal) or set_tid or set_tid_size:
+        raise SyscallError(errno.EINVAL)
+    if (stack == 0) != (stack_size == 0):
+        raise SyscallError(errno.EINVAL)
+    return do_clone(task, flags | exit_signal, stack + stack_size if stack else 0, parent_tid, child_tid, tls)
 
 
 @syscall("fork")
 def sys_fork(task: Task) -> int:
-    return do_clone(task, SIGCHLD, 0, 0, 0, 0)
+    return _clone_entry(task, SIGCHLD, 0, 0, 0, 0)
 
 
 @syscall("vfork")
 def sys_vfork(task: Task) -> int:
-    return do_clone(task, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0)
+    return _clone_entry(task, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0)
 
 
-def _wait_status(t: Task) -> int:
-    st = t.exit_status
-    assert st is not None
-    return st.wait_status
-
-
-def _matches(task: Task, child: Task, pid: int) -> bool:
+def _matches(task: Task, child: ThreadGroup, pid: int) -> bool:
     if pid > 0:
-        return child.tid == pid
+        return child.tgid == pid
     if pid == -1:
         return True
     if pid == 0:
@@ -596,31 +678,76 @@ def _matches(task: Task, child: Task, pid: int) -> bool:
     return child.pgid == -pid
 
 
-def _reap(task: Task, child: Task) -> None:
-    task.children.remove(child)
-    task.kernel.tasks.pop(child.tid, None)
+def _reap(task: Task, child: ThreadGroup) -> None:
+    task.tg.children.remove(child)
+    task.kernel.tasks.pop(child.tgid, None)
+
+
+def _children(task: Task, pid: int, options: int) -> list[ThreadGroup]:
+    """The children ``task`` may wait for: its whole thread group's (Linux
+    waits on behalf of the process unless __WNOTHREAD), matching ``pid``;
+    __WCLONE selects children with an exit signal other than SIGCHLD, __WALL
+    both. ECHILD when there are none."""
+    out = []
+    for c in task.tg.children:
+        if not _matches(task, c, pid):
+            continue
+        if not options & WALL and bool(options & WCLONE) != (c.exit_signal != SIGCHLD):
+            continue
+        out.append(c)
+    if not out:
+        raise SyscallError(errno.ECHILD)
+    return out
+
+
+def _event(child: ThreadGroup, options: int) -> tuple[str, int, int] | None:
+    """What a wait can report for ``child`` now: ("exited", si_code, status)
+    with si_code CLD_EXITED/KILLED/DUMPED, ("stopped", CLD_STOPPED, signo) with
+    WUNTRACED, ("continued", CLD_CONTINUED, SIGCONT) with WCONTINUED."""
+    st = child.exit_status
+    if st is not None:
+        if not options & WEXITED:
+            return None
+        return ("exited", 1, st.code) if not st.signal else ("exited", 3 if st.core else 2, st.signal)
+    rep = child.report
+    if rep is not None:
+        if rep[0] == "stopped" and options & WUNTRACED:
+            return ("stopped", 5, rep[1])
+        if rep[0] == "continued" and options & WCONTINUED:
+            return ("continued", 6, rep[1])
+    return None
 
 
 @syscall("wait4", "ipxp")
 def sys_wait4(task: Task, pid: int, status: int, options: int, rusage: int) -> int:
-    """wait4(2): reap a zombie child; ECHILD with no such child; 0 with WNOHANG
-    while they all run; otherwise wait (Block). Stopped and continued
-    children come with job control."""
+    """wait4(2) (Linux ``kernel/exit.c`` ``do_wait``): reap a zombie child, or
+    report a stop (WUNTRACED: status ``sig << 8 | 0x7f``) or a continue
+    (WCONTINUED: 0xffff); ECHILD with no such child; 0 with WNOHANG while
+    none has news; otherwise wait (Block)."""
     pid = _int32(pid)
     if options & ~(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD):
         raise SyscallError(errno.EINVAL)
-    candidates = [c for c in task.children if _matches(task, c, pid)]
-    if not candidates:
-        raise SyscallError(errno.ECHILD)
-    for child in candidates:
-        if child.exit_status is not None:
-            if status:
-                task.mm.copy_out(status, struct.pack("<i", _wait_status(child)))
-            if rusage:
-                task.mm.copy_out(rusage, bytes(144))
-            tid = child.tid
+    for child in _children(task, pid, options):
+        ev = _event(child, options | WEXITED)
+        if ev is None:
+            continue
+        kind, _, value = ev
+        if kind == "exited":
+            assert child.exit_status is not None
+            word = child.exit_status.wait_status
+        elif kind == "stopped":
+            word = value << 8 | 0x7F
+        else:
+            word = 0xFFFF
+        if status:
+            task.mm.copy_out(status, struct.pack("<i", word))
+        if rusage:
+            task.mm.copy_out(rusage, bytes(144))
+        if kind == "exited":
             _reap(task, child)
-            return tid
+        else:
+            child.report = None
+        return child.tgid
     if options & WNOHANG:
         return 0
     raise Block()
@@ -628,7 +755,8 @@ def sys_wait4(task: Task, pid: int, status: int, options: int, rusage: int) -> i
 
 @syscall("waitid", "iipxp")
 def sys_waitid(task: Task, idtype: int, ident: int, infop: int, options: int, rusage: int) -> int:
-    """waitid(2) for exited children (WEXITED), with WNOHANG and WNOWAIT."""
+    """waitid(2) for exited (WEXITED), stopped (WUNTRACED, alias WSTOPPED) and
+    continued (WCONTINUED) children, with WNOHANG and WNOWAIT."""
     ident = _int32(ident)
     if not options & (WEXITED | WUNTRACED | WCONTINUED) or options & ~(
         WNOHANG | WEXITED | WUNTRACED | WCONTINUED | WNOWAIT | WALL | WCLONE | WNOTHREAD
@@ -641,23 +769,26 @@ def sys_waitid(task: Task, idtype: int, ident: int, infop: int, options: int, ru
             raise SyscallError(errno.EINVAL)
         pid = ident
     elif idtype == P_PGID:
+        if ident < 0:
+            raise SyscallError(errno.EINVAL)
         pid = -ident if ident > 0 else 0
     else:
         raise SyscallError(errno.EINVAL)
-    candidates = [c for c in task.children if _matches(task, c, pid)]
-    if not candidates:
-        raise SyscallError(errno.ECHILD)
-    for child in candidates:
-        st = child.exit_status
-        if st is not None and options & WEXITED:
-            if infop:
-                # siginfo_t: si_signo, si_errno, si_code, then si_pid, si_uid, si_status.
-                code, value = (1, st.code) if not st.signal else (3 if st.core else 2, st.signal)
-                task.mm.copy_out(infop, struct.pack("<iiiiIi", SIGCHLD, 0, code, child.tid,
-                                                    child.fs.creds.uid, value).ljust(128, b"\0"))
-            if not options & WNOWAIT:
+    for child in _children(task, pid, options):
+        ev = _event(child, options)
+        if ev is None:
+            continue
+        kind, code, value = ev
+        if infop:
+            # siginfo_t: si_signo, si_errno, si_code, then si_pid, si_uid, si_status.
+            task.mm.copy_out(infop, struct.pack("<iii4xiIi", SIGCHLD, 0, code, child.tgid,
+                                                child.leader.fs.creds.uid, value).ljust(128, b"\0"))
+        if not options & WNOWAIT:
+            if kind == "exited":
                 _reap(task, child)
-            return 0
+            else:
+                child.report = None
+        return 0
     if options & WNOHANG:
         if infop:
             task.mm.copy_out(infop, bytes(128))

@@ -1,6 +1,6 @@
-"""Signal dispositions and masks (Linux ``kernel/signal.c``). Delivery to
-handlers on an rt_sigframe comes with the processes work; until then a
-signal's default action applies."""
+"""Signal system calls: dispositions, masks, sending and waiting (Linux
+``kernel/signal.c``; gVisor ``syscalls/linux/sys_signal.go``). Delivery is in
+:mod:`..kernel.signals`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from ..kernel.task import SignalAction
 from . import Block, syscall
 
 if TYPE_CHECKING:
-    from ..kernel.task import Task
+    from ..kernel.task import Task, ThreadGroup
 
 SIGKILL, SIGSTOP = 9, 19
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
 SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (kernel's struct sigaction)
 UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
+SI_TKILL = -6
 
 
 @syscall("rt_sigaction", "ippi")
@@ -33,7 +34,11 @@ def sys_rt_sigaction(task: Task, sig: int, act: int, oldact: int, sigsetsize: in
         handler, flags, restorer, mask = SIGACTION.unpack(task.mm.copy_in(act, SIGACTION.size))
         task.actions[sig] = SignalAction(handler, flags, restorer, mask & ~UNBLOCKABLE)
         if signals.is_ignored(task, sig):
-            task.pending &= ~(1 << (sig - 1))  # POSIX: a pending signal set to be ignored is discarded
+            # POSIX: a pending signal set to be ignored is discarded, in every thread.
+            holders: list[Task | ThreadGroup] = [task.tg, *task.tg.live_tasks]
+            for holder in holders:
+                holder.pending &= ~(1 << (sig - 1))
+                holder.siginfo.pop(sig, None)
     if oldact:
         task.mm.copy_out(oldact, SIGACTION.pack(old.handler, old.flags, old.restorer, old.mask))
     return 0
@@ -83,20 +88,21 @@ def sys_kill(task: Task, pid: int, sig: int) -> int:
     if not 0 <= sig <= 64:
         raise SyscallError(errno.EINVAL)
     kernel = task.kernel
-    live = [t for t in kernel.tasks.values() if t.exit_status is None]
+    live = [t.tg for t in kernel.tasks.values() if t is t.tg.leader and t.tg.exit_status is None]
     if pid > 0:
-        targets = [t for t in live if t.tgid == pid]
+        targets = [tg for tg in live if tg.tgid == pid]
     elif pid == 0:
-        targets = [t for t in live if t.pgid == task.pgid]
+        targets = [tg for tg in live if tg.pgid == task.pgid]
     elif pid == -1:
-        targets = [t for t in live if t.tid != 1 or t is task]
+        targets = [tg for tg in live if tg.tgid != 1 and tg is not task.tg]
     else:
-        targets = [t for t in live if t.pgid == -pid]
+        targets = [tg for tg in live if tg.pgid == -pid]
     if not targets:
         raise SyscallError(errno.ESRCH)
     if sig:
-        for t in targets:
-            _signal(t, sig, task)
+        info = _user_info(sig, task)
+        for tg in targets:
+            signals.send_group(tg, sig, info)
     return 0
 
 
@@ -109,7 +115,7 @@ def sys_tgkill(task: Task, tgid: int, tid: int, sig: int) -> int:
     if target is None or target.tgid != tgid or target.exit_status is not None:
         raise SyscallError(errno.ESRCH)
     if sig:
-        _signal(target, sig, task)
+        signals.send(target, sig, _user_info(sig, task, code=SI_TKILL))
     return 0
 
 
@@ -122,14 +128,113 @@ def sys_tkill(task: Task, tid: int, sig: int) -> int:
     if target is None or target.exit_status is not None:
         raise SyscallError(errno.ESRCH)
     if sig:
-        _signal(target, sig, task)
+        signals.send(target, sig, _user_info(sig, task, code=SI_TKILL))
     return 0
 
 
-def _signal(task: Task, sig: int, sender: Task) -> None:
-    """Send ``sig`` from ``sender`` (si_code SI_USER with its pid and uid); the
-    disposition applies on delivery."""
-    signals.send(task, sig, signals.siginfo(sig, signals.SI_USER, pid=sender.tgid, uid=sender.fs.creds.uid))
+def _user_info(sig: int, sender: Task, code: int = signals.SI_USER) -> bytes:
+    """The siginfo of a signal sent by ``sender`` (its PID and real uid)."""
+    return signals.siginfo(sig, code, pid=sender.tgid, uid=sender.fs.creds.uid)
+
+
+def _queued_info(task: Task, target_tgid: int, sig: int, addr: int) -> bytes:
+    """rt_sigqueueinfo's siginfo from the caller; EPERM when it claims to come
+    from the kernel or kill() (si_code >= 0, or SI_TKILL) and goes to another
+    process (Linux ``do_rt_sigqueueinfo``)."""
+    raw = bytearray(task.mm.copy_in(addr, 128))
+    (code,) = struct.unpack_from("<i", raw, 8)
+    if (code >= 0 or code == SI_TKILL) and target_tgid != task.tgid:
+        raise SyscallError(errno.EPERM)
+    struct.pack_into("<i", raw, 0, sig)
+    return bytes(raw)
+
+
+@syscall("rt_sigqueueinfo", "iip")
+def sys_rt_sigqueueinfo(task: Task, tgid: int, sig: int, info: int) -> int:
+    tgid = _int32(tgid)
+    if not 0 <= sig <= 64:
+        raise SyscallError(errno.EINVAL)
+    tg = task.kernel.thread_group(tgid) if tgid > 0 else None
+    if tg is None or tg.exit_status is not None:
+        raise SyscallError(errno.ESRCH)
+    data = _queued_info(task, tgid, sig, info)
+    if sig:
+        signals.send_group(tg, sig, data)
+    return 0
+
+
+@syscall("rt_tgsigqueueinfo", "iiip")
+def sys_rt_tgsigqueueinfo(task: Task, tgid: int, tid: int, sig: int, info: int) -> int:
+    tgid, tid = _int32(tgid), _int32(tid)
+    if not 0 <= sig <= 64 or tgid <= 0 or tid <= 0:
+        raise SyscallError(errno.EINVAL)
+    target = task.kernel.tasks.get(tid)
+    if target is None or target.tgid != tgid or target.exit_status is not None:
+        raise SyscallError(errno.ESRCH)
+    data = _queued_info(task, tgid, sig, info)
+    if sig:
+        signals.send(target, sig, data)
+    return 0
+
+
+class SigWait:
+    """rt_sigtimedwait in progress: the waited-for signals are unblocked
+    while it waits (Linux sets ``real_blocked``), so that one of them wakes
+    it; ``cancel`` puts the mask back."""
+
+    def __init__(self, task: Task, mask: int, saved: int) -> None:
+        self.task, self.mask, self.saved = task, mask, saved
+
+    def cancel(self) -> None:
+        self.task.sigmask = self.saved
+        if self.task.waiter is self:
+            self.task.waiter = None
+
+
+@syscall("rt_sigtimedwait", "pppi")
+def sys_rt_sigtimedwait(task: Task, set_addr: int, info: int, ts: int, sigsetsize: int) -> int:
+    """Take one pending signal of the set at ``set_addr`` without running its
+    handler; returns its number and fills ``info``. EAGAIN when ``ts``
+    passes first, EINTR when another signal's handler runs, EINVAL for a bad
+    set size or timeout."""
+    if sigsetsize != 8:
+        raise SyscallError(errno.EINVAL)
+    w = task.waiter
+    if isinstance(w, SigWait):
+        wanted = w.mask
+    else:
+        (wanted,) = struct.unpack("<Q", task.mm.copy_in(set_addr, 8))
+        wanted &= ~UNBLOCKABLE
+        w = None
+    ready = (task.pending | task.tg.pending) & wanted
+    if ready:
+        if w is not None:
+            w.cancel()
+        task.wake_at = None
+        sig = (ready & -ready).bit_length()
+        data = signals.dequeue(task, sig)
+        if info:
+            task.mm.copy_out(info, data)
+        return sig
+    tk = task.kernel.timekeeper
+    if w is None:
+        deadline = None
+        if ts:
+            sec, nsec = struct.unpack("<qq", task.mm.copy_in(ts, 16))
+            if sec < 0 or not 0 <= nsec < 10**9:
+                raise SyscallError(errno.EINVAL)
+            deadline = tk.monotonic() + sec * 10**9 + nsec
+        if deadline is not None and deadline <= tk.monotonic():
+            raise SyscallError(errno.EAGAIN)
+        task.waiter = SigWait(task, wanted, task.sigmask)
+        task.sigmask &= ~wanted
+        task.wake_at = (1, deadline) if deadline is not None else None
+        raise Block()
+    if task.wake_at is not None and task.wake_at[1] <= tk.monotonic():
+        w.cancel()
+        task.wake_at = None
+        raise SyscallError(errno.EAGAIN)
+    raise Block()
 
 
 @syscall("rt_sigreturn")
@@ -160,7 +265,7 @@ def sys_pause(task: Task) -> int:
 def sys_rt_sigpending(task: Task, addr: int, sigsetsize: int) -> int:
     if sigsetsize != 8:
         raise SyscallError(errno.EINVAL)
-    task.mm.copy_out(addr, struct.pack("<Q", task.pending & task.sigmask))
+    task.mm.copy_out(addr, struct.pack("<Q", (task.pending | task.tg.pending) & task.sigmask))
     return 0
 
 

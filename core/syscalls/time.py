@@ -7,6 +7,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..kernel import timers
 from . import Block, syscall, to_signed
 
 if TYPE_CHECKING:
@@ -88,4 +89,143 @@ def sys_clock_nanosleep(task: Task, clock: int, flags: int, req: int, rem: int) 
     t = _timespec(task, req)
     deadline = t if flags & TIMER_ABSTIME else tk.now(clock) + t
     _sleep_until(task, clock, deadline)
+    return 0
+
+
+# Interval timers and POSIX timers (Linux kernel/time/itimer.c, posix-timers.c).
+
+ITIMERVAL = struct.Struct("<qqqq")  # it_interval, it_value as timevals
+ITIMERSPEC = struct.Struct("<qqqq")  # it_interval, it_value as timespecs
+SIGEVENT = struct.Struct("<QiiI")  # sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id
+MAX_TIMERS = 32768
+
+
+def _tv_ns(sec: int, usec: int) -> int:
+    if sec < 0 or not 0 <= usec < 10**6:
+        raise SyscallError(errno.EINVAL)
+    return sec * 10**9 + usec * 1000
+
+
+def _itimerval(x: timers.IntervalTimer | None) -> bytes:
+    if x is None:
+        return bytes(32)
+    rem, iv = x.remaining(), x.interval
+    # Linux rounds a running timer's remainder up to whole microseconds.
+    rem_us, iv_us = (rem + 999) // 1000, (iv + 999) // 1000
+    return ITIMERVAL.pack(iv_us // 10**6, iv_us % 10**6, rem_us // 10**6, rem_us % 10**6)
+
+
+@syscall("getitimer", "ip")
+def sys_getitimer(task: Task, which: int, addr: int) -> int:
+    if which not in timers.ITIMER_SIGNALS:
+        raise SyscallError(errno.EINVAL)
+    task.mm.copy_out(addr, _itimerval(task.tg.itimers.get(which)))
+    return 0
+
+
+@syscall("setitimer", "ipp")
+def sys_setitimer(task: Task, which: int, new: int, old: int) -> int:
+    """setitimer(2): ITIMER_REAL (SIGALRM), ITIMER_VIRTUAL (SIGVTALRM) and
+    ITIMER_PROF (SIGPROF); EINVAL for another ``which`` or a bad timeval.
+    A NULL ``new`` disarms (as Linux does, with a warning there)."""
+    if which not in timers.ITIMER_SIGNALS:
+        raise SyscallError(errno.EINVAL)
+    iv = val = 0
+    if new:
+        isec, iusec, vsec, vusec = ITIMERVAL.unpack(task.mm.copy_in(new, 32))
+        iv, val = _tv_ns(isec, iusec), _tv_ns(vsec, vusec)
+    x = timers.itimer(task.tg, which)
+    if old:
+        task.mm.copy_out(old, _itimerval(x))
+    x.arm(val, iv)
+    return 0
+
+
+@syscall("alarm", "i")
+def sys_alarm(task: Task, seconds: int) -> int:
+    """alarm(2): ITIMER_REAL in whole seconds; returns the seconds left of
+    the previous alarm, rounded to nearest (at least 1 if one was set)."""
+    x = timers.itimer(task.tg, timers.ITIMER_REAL)
+    rem = x.remaining()
+    x.arm((seconds & 0xFFFFFFFF) * 10**9, 0)
+    if not rem:
+        return 0
+    return max((rem + 500_000_000) // 10**9, 1)
+
+
+def _timer(task: Task, timer_id: int) -> timers.IntervalTimer:
+    x = task.tg.timers.get(_int32(timer_id))
+    if x is None:
+        raise SyscallError(errno.EINVAL)
+    return x
+
+
+def _int32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+@syscall("timer_create", "ipp")
+def sys_timer_create(task: Task, clock: int, sevp: int, idp: int) -> int:
+    """timer_create(2) on CLOCK_REALTIME, MONOTONIC, BOOTTIME and the
+    process CPU-time clock; SIGEV_SIGNAL, SIGEV_NONE and SIGEV_THREAD_ID
+    (glibc's SIGEV_THREAD is built on it). EINVAL for another clock or
+    notification, a bad signal or a thread outside the process; EAGAIN past
+    the per-process limit."""
+    clock = _int32(clock)
+    if clock not in (0, 1, 2, 7):
+        raise SyscallError(errno.EINVAL)
+    tg = task.tg
+    timer_id = next((i for i in range(MAX_TIMERS) if i not in tg.timers), None)
+    if timer_id is None:
+        raise SyscallError(errno.EAGAIN)
+    if sevp:
+        value, signo, notify, tid = SIGEVENT.unpack(task.mm.copy_in(sevp, SIGEVENT.size))
+        if notify not in (timers.SIGEV_SIGNAL, timers.SIGEV_NONE, timers.SIGEV_THREAD_ID):
+            raise SyscallError(errno.EINVAL)
+        if notify != timers.SIGEV_NONE and not 1 <= signo <= 64:
+            raise SyscallError(errno.EINVAL)
+        if notify == timers.SIGEV_THREAD_ID and not any(t.tid == tid for t in tg.live_tasks):
+            raise SyscallError(errno.EINVAL)
+    else:
+        value, signo, notify, tid = timer_id, timers.SIGALRM, timers.SIGEV_SIGNAL, 0
+    task.mm.copy_out(idp, struct.pack("<i", timer_id))
+    tg.timers[timer_id] = timers.IntervalTimer(tg, clock, signo, notify, tid, value, timer_id)
+    return 0
+
+
+def _itimerspec(x: timers.IntervalTimer) -> bytes:
+    rem, iv = x.remaining(), x.interval
+    return ITIMERSPEC.pack(iv // 10**9, iv % 10**9, rem // 10**9, rem % 10**9)
+
+
+@syscall("timer_settime", "iipp")
+def sys_timer_settime(task: Task, timer_id: int, flags: int, new: int, old: int) -> int:
+    x = _timer(task, timer_id)
+    isec, insec, vsec, vnsec = ITIMERSPEC.unpack(task.mm.copy_in(new, 32))
+    if isec < 0 or vsec < 0 or not 0 <= insec < 10**9 or not 0 <= vnsec < 10**9:
+        raise SyscallError(errno.EINVAL)
+    if old:
+        task.mm.copy_out(old, _itimerspec(x))
+    x.arm(vsec * 10**9 + vnsec, isec * 10**9 + insec, absolute=bool(flags & TIMER_ABSTIME))
+    return 0
+
+
+@syscall("timer_gettime", "ip")
+def sys_timer_gettime(task: Task, timer_id: int, addr: int) -> int:
+    task.mm.copy_out(addr, _itimerspec(_timer(task, timer_id)))
+    return 0
+
+
+@syscall("timer_getoverrun", "i")
+def sys_timer_getoverrun(task: Task, timer_id: int) -> int:
+    return min(_timer(task, timer_id).last_overrun, 0x7FFFFFFF)
+
+
+@syscall("timer_delete", "i")
+def sys_timer_delete(task: Task, timer_id: int) -> int:
+    x = _timer(task, timer_id)
+    x.arm(0, 0)
+    del task.tg.timers[x.timer_id]
+    timers.reschedule(task.kernel)
     return 0

@@ -22,7 +22,7 @@ from pyrunsc.core.arch import Registers
 from pyrunsc.core.errors import SyscallError
 from pyrunsc.core.kernel.auth import ALL_CAPS, CAP_SYS_ADMIN, Credentials
 from pyrunsc.core.kernel.kernel import Kernel
-from pyrunsc.core.kernel.task import SignalAction, Task
+from pyrunsc.core.kernel.task import SignalAction, Task, ThreadGroup
 from pyrunsc.core.mm.elf import ELFInfo, build_stack
 from pyrunsc.core.mm.memfile import MemoryFile
 from pyrunsc.core.mm.mm import MemoryManager
@@ -81,7 +81,7 @@ def proc(vfs: VirtualFilesystem, mctx: MountContext, ctx: FSContext, kernel: Ker
 
 def make_task(
     kernel: Kernel, tid: int, *, creds: Credentials | None = None, comm: str = "sh", argv: list[bytes] = ARGV,
-    envp: list[bytes] = ENVP, parent: Task | None = None, cwd: str = "/",
+    envp: list[bytes] = ENVP, parent: Task | None = None, cwd: str = "/", thread_of: Task | None = None,
 ) -> Task:
     """A task with busybox-like memory: code and data of EXE, a heap, and a
     stack with argv/envp/auxv as the ELF loader lays them out."""
@@ -98,8 +98,15 @@ def make_task(
     creds = creds or Credentials()
     fs = FSContext(ns, ns.root, ns.root, creds)
     fs.cwd = resolve(fs, ns.root, cwd)
-    task = Task(kernel, tid, Registers(), mm, fs, FDTable(), parent=parent, comm=comm)
-    task.pgid = task.sid = parent.pgid if parent else tid
+    task = Task(kernel, tid, Registers(), mm, fs, FDTable(), comm=comm)
+    if thread_of is not None:
+        task.tg = thread_of.tg
+        task.tg.tasks.append(task)
+    else:
+        pgid = parent.pgid if parent else tid
+        task.tg = ThreadGroup(tid, task, [task], parent=parent.tg if parent else None, pgid=pgid, sid=pgid)
+        if parent is not None:
+            parent.tg.children.append(task.tg)
     kernel.tasks[tid] = task
     return task
 
@@ -182,10 +189,9 @@ def test_pid_names_are_canonical(vfs: VirtualFilesystem, ctx: FSContext, init: T
 
 
 def test_threads_are_found_but_not_listed(vfs: VirtualFilesystem, ctx: FSContext, kernel: Kernel,
-                                          init: Task, monkeypatch: pytest.MonkeyPatch) -> None:
+                                          init: Task) -> None:
     # A thread of task 1: tgid 1, tid 3 (Linux: /proc/3 exists, hidden from readdir).
-    th = make_task(kernel, 3, parent=init)
-    monkeypatch.setattr(Task, "tgid", property(lambda self: 1 if self.tid == 3 else self.tid))
+    th = make_task(kernel, 3, thread_of=init)
     assert listdir(vfs, ctx, "/proc")[len(STATIC):] == ["1"]
     assert vfs.stat(ctx, ctx.cwd, "/proc/3").mode == stat.S_IFDIR | 0o555
     assert listdir(vfs, ctx, "/proc/1/task") == ["1", "3"]

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..kernel import signals
 from ..kernel.interrupt import blocking
 from ..vfs.file import O_PATH, FileDescription, file_accessed
 from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TERMIOS_SIZE, TIOCGPGRP, TIOCGWINSZ, HostFileOps
@@ -180,7 +181,8 @@ def _write(task: Task, desc: FileDescription, data: bytes, offset: int | None = 
         raise waiting(desc) from None
     except SyscallError as e:
         if e.errno == errno.EPIPE:
-            task.kernel.kill(task, SIGPIPE)  # by default it ends the writer
+            # Linux pipe_write: send_sig(SIGPIPE, current): to the writing thread.
+            signals.send(task, SIGPIPE)
         raise
 
 

@@ -96,8 +96,7 @@ def run_sandbox(
 
     def forward(signo: int, _frame: object) -> None:
         kernel.pending_kill = signo
-        if init.context is not None:
-            init.context.interrupt()
+        kernel.interrupt()
         interrupt()  # cut short a sleep or a read of the caller's stdin
 
     for s in FORWARDED:

@@ -102,6 +102,8 @@ class Kernel:
     pending_kill: int = 0
     #: The task whose system call is being served (what /proc/self names).
     current: Task | None = None
+    #: The task last switched into application code (what :meth:`interrupt` stops).
+    running: Task | None = None
     #: pipe(2)'s internal mount (Linux ``pipe_mnt``).
     pipe_mount: Mount = field(default_factory=pipefs_mount)
     #: Futex wait queues.
@@ -284,6 +286,14 @@ class Kernel:
         """A child process of ``parent`` with its memory copied (fork(2))."""
         return self.clone_task(parent, share_files=share_files, stack=stack, tls=tls)
 
+    def interrupt(self) -> None:
+        """Make the task running in application code return to the run loop
+        soon (a host signal to forward); any thread or a signal handler."""
+        task = self.running
+        ctx = task.context if task is not None else None
+        if ctx is not None:
+            ctx.interrupt()
+
     def wake(self, task: Task) -> None:
         """Ask for ``task``'s parked call to be served again soon (a futex
         wake, a child that changed state)."""
@@ -362,6 +372,7 @@ class Kernel:
                 stopped.append(task)
                 continue
             assert task.context is not None and task.mm.aspace is not None
+            self.running = task
             stop, fault = task.context.switch(task.mm.aspace, task.regs)
             if stop is Stop.SYSCALL:
                 self.current = task

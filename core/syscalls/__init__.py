@@ -109,6 +109,10 @@ def dispatch(task: Task) -> None:
             if task.kernel.strace:
                 strace_log.info("[%4d] %s(%s) = ?", task.tid, entry.name, format_args(task, entry, args))
             raise
+        except Exception:
+            # A bug in a handler: say which call, then let the sandbox fail loudly.
+            log.exception("internal error serving %s for task %d", entry.name, task.tid)
+            raise
     if task.kernel.strace:
         name = entry.name if entry else NAMES.get(nr, str(nr))
         if regs is not task.regs:

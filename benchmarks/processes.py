@@ -13,19 +13,23 @@ compared:
 1. ``spawn``: N times fork, execve("/bin/true") (busybox), waitpid, timed by the
    helper itself, so the sandbox's start-up is not counted; µs per iteration.
 2. ``pipe``: the helper writes M MiB into a pipe in 64 KiB (then 4 KiB) writes
-   to a child that reads, spot-checks and discards them; MiB/s from the first
-   write to the reaped child.
+   to a child that reads, spot-checks and discards them; MiB/s from the
+   child's fork to its waitpid.
 3. ``sh -c 'seq 1 20000 | sort -rn | head -1'`` (busybox sh forks its applets,
    no exec), three ways: the wall time of the whole ``pyrunsc run`` (start-up
    included) or of the native fork+exec+chroot from Python; that less the same
    for busybox ``true``; and the time inside, from the helper's fork+exec of
    /bin/sh to its waitpid (start-up excluded).
 
-The ptrace platform pins the sentry and its stubs to one CPU, so native runs
-are pinned to one CPU too (the ratios' base); the pipe is also run natively
-unpinned, for information. Every run's output is checked (exit status, the
-helper's counts, sort's ``20000``) so that a broken run is never reported as
-fast. Needs root (chroot) and gcc.
+The sentry runs every task from one host thread (the ptrace platform also
+pins it and its stubs to one CPU), so native runs are pinned to one CPU too
+(the ratios' base); the pipe is also run natively unpinned, for information.
+The wall-time difference of item 3 subtracts two figures of about 250 ms
+each, so the time inside is the steadier one. Every run's output is checked
+(exit status, the helper's counts, sort's ``20000``) so that a broken run is
+never reported as fast; a benchmark that fails is reported as FAILED, with the
+end of the sandbox's stderr, and the others still run. Needs root (chroot) and
+gcc.
 """
 
 from __future__ import annotations
@@ -171,7 +175,8 @@ def pipeline(run: Runner, side: str) -> tuple[float, float, float]:
 
 def report(m: dict[str, float], failed: dict[str, str], args: argparse.Namespace, cpu: int) -> None:
     print(f"processes, {args.platform} platform, {args.file_access} file access: medians of {args.rounds} rounds "
-          f"made round-robin; native pinned to CPU {cpu} like the sandbox; {os.cpu_count()} CPUs")
+          f"made round-robin; native pinned to CPU {cpu} (the sandbox runs all its tasks from one host thread); "
+          f"{os.cpu_count()} CPUs")
     print(f"  fork+exec+wait of /bin/true, µs per iteration ({args.spawn} per run, timed inside):")
     if "spawn" in failed:
         print(f"    FAILED: {failed['spawn']}")

@@ -248,6 +248,15 @@ class Kernel:
         table (CLONE_FILES) and the signal dispositions (CLONE_SIGHAND). The
         new task returns 0 from the call with ``stack`` and ``tls`` if given;
         it is runnable at once."""
+        try:
+            context = self.platform.new_context()
+        except RuntimeError as e:  # e.g. out of vCPUs
+            raise SyscallError(errno.EAGAIN, f"no platform context for a new task: {e}") from None
+        try:
+            mm = parent.mm.acquire() if share_vm else parent.mm.fork(self.platform.new_address_space())
+        except BaseException:
+            context.release()
+            raise
         tid = self._alloc_tid()
         regs = parent.regs.copy()
         regs.rax = 0
@@ -257,7 +266,6 @@ class Kernel:
             regs.fs_base = tls
         pfs = parent.fs
         fs = pfs if share_fs else FSContext(self.ns, pfs.root, pfs.cwd, pfs.creds, pfs.umask)
-        mm = parent.mm.acquire() if share_vm else parent.mm.fork(self.platform.new_address_space())
         child = Task(
             self, tid, regs, mm, fs, parent.fdtable if share_files else parent.fdtable.fork(),
             comm=parent.comm, sigmask=parent.sigmask,
@@ -274,7 +282,7 @@ class Kernel:
                 start_time=child.start_time, exit_signal=exit_signal,
             )
             ptg.children.append(child.tg)
-        child.context = self.platform.new_context()
+        child.context = context
         if vfork:
             child.vfork_parent = parent
             parent.vfork_child = child

@@ -147,6 +147,21 @@ def _prepare(tg: ThreadGroup, sig: int) -> bool:
     return True
 
 
+def orphaned_pgrp(task: Task) -> bool:
+    """Whether ``task``'s process group is orphaned (Linux
+    ``will_become_orphaned_pgrp``): no member has a live parent in another
+    process group of the same session."""
+    pgid, sid = task.tg.pgid, task.tg.sid
+    for t in task.kernel.tasks.values():
+        tg = t.tg
+        if t is not tg.leader or tg.pgid != pgid or tg.exit_status is not None:
+            continue
+        p = tg.parent
+        if p is not None and p.exit_status is None and p.pgid != pgid and p.sid == sid:
+            return False
+    return True
+
+
 def _discard(tg: ThreadGroup, mask: int) -> None:
     holders: list[Task | ThreadGroup] = [tg, *tg.live_tasks]
     for holder in holders:
@@ -205,6 +220,8 @@ def deliver(task: Task) -> bool:
         if act.handler == 1 or (act.handler == 0 and sig in DEFAULT_IGNORE):
             continue
         if act.handler == 0 and sig in DEFAULT_STOP:
+            if sig != SIGSTOP and orphaned_pgrp(task):
+                continue  # POSIX: terminal stops are discarded in an orphaned process group
             # Group stop (Linux do_signal_stop): every task of the process
             # waits until SIGCONT; the parent hears of it.
             tg.stop_signal = sig

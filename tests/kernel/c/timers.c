@@ -199,11 +199,16 @@ static void test_job_control(void) {
     CHECK(waitpid(pid, &st, WCONTINUED) == pid && WIFCONTINUED(st) && st == 0xffff, "continued %#x", st);
     CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 9, "exit %#x", st);
 
+    /* SIGTSTP stops only outside an orphaned process group (POSIX): the
+     * child gets a group of its own, whose parent is in another group of the
+     * same session. */
     pid = fork();
     if (pid == 0) {
+        setpgid(0, 0);
         for (;;)
             pause();
     }
+    setpgid(pid, pid);
     kill(pid, SIGTSTP);
     siginfo_t si;
     CHECK(waitid(P_PID, pid, &si, WSTOPPED) == 0 && si.si_code == CLD_STOPPED && si.si_status == SIGTSTP,

@@ -5,6 +5,9 @@ file description (gVisor ``fsimpl/host``). Reads and writes go straight to the
 host fd; a terminal answers TCGETS and TIOCGWINSZ from the host, anything else
 is ENOTTY. On restore the descriptions are re-bound to the restoring caller's
 stdio (:meth:`HostInode.rebind`).
+
+A host pipe, terminal or socket reports its readiness (poll events) by a
+zero-timeout host poll; a regular host file is always ready.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..kernel.interrupt import blocking
 from .file import FileDescription, FileOps
 from .inode import Inode, Stat, Superblock
 from .mount import Dentry, Mount, VirtualDentry
+from .poll import DEFAULT_POLLMASK, HOST_EVENTS, host_readiness
 
 HOSTFS_MAGIC = 0x0
 #: sizeof(struct termios) as the kernel's TCGETS/TCSETS copy it (x86-64).
@@ -73,6 +77,8 @@ class HostFileOps(FileOps):
     def __init__(self, inode: HostInode) -> None:
         self.inode = inode
         self.seekable = st.S_ISREG(os.fstat(inode.host_fd).st_mode)
+        #: Regular host files never wait; they have no poll (epoll: EPERM).
+        self.pollable = not self.seekable
 
     def read(self, fd: FileDescription, length: int, offset: int) -> bytes:
         try:
@@ -99,6 +105,21 @@ class HostFileOps(FileOps):
             raise SyscallError(errno.EAGAIN) from None
         except OSError as e:
             raise SyscallError(e.errno or errno.EIO) from None
+
+    def readiness(self, fd: FileDescription) -> int:
+        """A regular host file is always ready (:data:`DEFAULT_POLLMASK`);
+        anything else answers a zero-timeout host poll."""
+        if self.seekable:
+            return DEFAULT_POLLMASK
+        return host_readiness(self.inode.host_fd)
+
+    def host_waits(self, fd: FileDescription, events: int) -> dict[int, int]:
+        """The host fd itself, for the events asked (EPOLLIN, EPOLLPRI,
+        EPOLLOUT and their kin; a host poll always reports hang-up and
+        errors); nothing for a regular file."""
+        if self.seekable:
+            return {}
+        return {self.inode.host_fd: events & HOST_EVENTS}
 
     def size(self, fd: FileDescription) -> int:
         return self.inode.size

@@ -13,7 +13,6 @@ import errno
 import logging
 import os
 import signal as host_signal
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -340,17 +339,12 @@ class Kernel:
             self._runnable.append(task)
 
     def _idle(self, blocked: list[Task]) -> None:
-        """No task can run: sleep until the first parked sleep is due, or, when
-        every task waits on another, until a host signal (pyrunsc kill) comes."""
-        from .interrupt import blocking
+        """No task can run: wait until the first parked deadline is due, a
+        host fd a parked call waits on (the caller's stdin) is ready, or a
+        host signal (pyrunsc kill) comes (``wait.idle``)."""
+        from .wait import idle
 
-        waits = [t.wake_at[1] - self.timekeeper.now(t.wake_at[0]) for t in blocked if t.wake_at is not None]
-        delay = min(max(min(waits), 0) / 1e9, 0.05) if waits else 0.05
-        try:
-            with blocking():
-                time.sleep(delay)
-        except SyscallError:
-            pass
+        idle(self.timekeeper, blocked)
 
     def _fault_handled(self, task: Task, fault: Fault) -> bool:
         """A fault the task has a handler for, unblocked: it gets the signal

@@ -186,12 +186,19 @@ def sigreturn(task: Task) -> int:
 
 def interrupt_blocked_call(task: Task) -> None:
     """A parked system call meets a signal with a handler: EINTR, or, with
-    SA_RESTART, set up to run again once the handler returns."""
+    SA_RESTART, set up to run again once the handler returns; poll, select
+    and epoll_wait (``task.wait.restart`` False) fail EINTR regardless
+    (Linux ``-ERESTARTNOHAND``). When no handler will run, a temporary mask
+    (ppoll, pselect6, rt_sigsuspend) goes back now (``restore_saved_sigmask``)."""
     sig = deliverable(task)
     act = action(task, sig)
     regs = task.regs
+    restart = task.wait is None or task.wait.restart
     task.wake_at = None  # an interrupted sleep starts afresh if restarted
-    if act.handler not in (0, 1) and act.flags & SA_RESTART:
+    task.wait = None
+    if act.handler in (0, 1) and task.suspend_mask is not None:
+        task.sigmask, task.suspend_mask = task.suspend_mask, None
+    if act.handler not in (0, 1) and act.flags & SA_RESTART and restart:
         regs.rax = regs.orig_rax
         regs.rip -= 2  # back onto the syscall instruction
     else:

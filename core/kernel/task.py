@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..vfs.namei import FSContext
     from .auth import Credentials
     from .kernel import ExitStatus, Kernel
+    from .wait import Wait
 
 RLIMIT = {name: i for i, name in enumerate(RLIMITS)}
 
@@ -83,6 +84,8 @@ class Task:
     suspend_mask: int | None = None
     #: When a parked sleep is due: (clock id, ns on that clock); None otherwise.
     wake_at: tuple[int, int] | None = None
+    #: What a parked call waits for (deadline, host fds), kept across retries.
+    wait: Wait | None = None
     #: Pending signals (bit n-1 for signal n) and the siginfo each carries.
     pending: int = 0
     siginfo: dict[int, bytes] = field(default_factory=dict)

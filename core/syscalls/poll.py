@@ -1,5 +1,6 @@
-"""Waiting for I/O: poll and select (Linux ``fs/select.c``; gVisor
-``syscalls/linux/sys_poll.go``).
+"""Waiting for I/O: poll, select, epoll and eventfd (Linux ``fs/select.c``,
+``fs/eventpoll.c``, ``fs/eventfd.c``; gVisor ``syscalls/linux/sys_poll.go``,
+``sys_epoll.go``, ``sys_eventfd.go``).
 
 None of these waits inside the handler. Each looks at the files' readiness
 now (``FileOps.readiness``); when nothing is ready and the timeout has not
@@ -8,15 +9,17 @@ passed it parks the task (Block) with a :class:`~core.kernel.wait.Wait` on
 start the timeout over, and the host fds it waits on, for the kernel's idle
 wait. The call is served again when other tasks have run, when no task can
 run, or when a signal comes; a signal with a handler makes it fail EINTR,
-never restarted (Linux ``-ERESTARTNOHAND``). ppoll and pselect6 apply their
-signal mask for the call (Linux ``set_user_sigmask``) and keep it until the
-handler ran when a signal interrupts them (``restore_saved_sigmask_unless``).
+never restarted (Linux ``-ERESTARTNOHAND``, ``-EINTR`` for epoll_wait).
+ppoll, pselect6, epoll_pwait and epoll_pwait2 apply their signal mask for
+the call (Linux ``set_user_sigmask``) and keep it until the handler ran when
+a signal interrupts them (``restore_saved_sigmask_unless``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
@@ -25,6 +28,18 @@ from ..errors import SyscallError
 from ..kernel import signals
 from ..kernel.time import CLOCK_MONOTONIC
 from ..kernel.wait import Wait, remaining_ns
+from ..vfs.epoll import (
+    EP_MAX_EVENTS,
+    EPOLL_CTL_ADD,
+    EPOLL_CTL_DEL,
+    EPOLL_CTL_MOD,
+    EPOLL_EVENT,
+    EPOLLEXCLUSIVE,
+    EPOLLEXCLUSIVE_OK_BITS,
+    EpollOps,
+    new_epoll,
+)
+from ..vfs.eventfd import new_eventfd
 from ..vfs.file import O_PATH, FileDescription
 from ..vfs.poll import (
     POLLERR,
@@ -66,6 +81,13 @@ def _file(task: Task, fd: int) -> FileDescription | None:
     except SyscallError:
         return None
     return None if desc.flags & O_PATH else desc
+
+
+def _file_or_ebadf(task: Task, fd: int) -> FileDescription:
+    desc = _file(task, _int32(fd))
+    if desc is None:
+        raise SyscallError(errno.EBADF)
+    return desc
 
 
 # Timeouts, masks and parking.
@@ -317,3 +339,145 @@ def sys_pselect6(task: Task, nfds: int, rd: int, wr: int, ex: int, ts: int, sig:
         return n
 
     return _with_mask(task, mask, call)
+
+
+# epoll.
+
+
+@syscall("epoll_create", "i")
+def sys_epoll_create(task: Task, size: int) -> int:
+    """epoll_create(2): EINVAL unless ``size`` > 0 (it is otherwise unused)."""
+    if _int32(size) <= 0:
+        raise SyscallError(errno.EINVAL)
+    return _install(task, new_epoll(0), False)
+
+
+@syscall("epoll_create1", "x")
+def sys_epoll_create1(task: Task, flags: int) -> int:
+    """epoll_create1(2): EINVAL for flags other than EPOLL_CLOEXEC; EMFILE."""
+    desc = new_epoll(_int32(flags))
+    return _install(task, desc, bool(flags & os.O_CLOEXEC))
+
+
+def _install(task: Task, desc: FileDescription, cloexec: bool) -> int:
+    try:
+        return task.fdtable.install(desc, cloexec=cloexec)
+    except SyscallError:
+        desc.dec_ref()
+        raise
+
+
+@syscall("epoll_ctl", "iiip")
+def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
+    """epoll_ctl(2) in Linux ``do_epoll_ctl``'s order: EFAULT (the event, for
+    every op but EPOLL_CTL_DEL), EBADF (either fd), EPERM (a file that cannot
+    be polled: regular files, directories), EINVAL (``epfd`` is not an epoll
+    or is ``fd`` itself; EPOLLEXCLUSIVE with EPOLL_CTL_MOD, on an epoll, or
+    with events other than EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLWAKEUP
+    and EPOLLET), ELOOP (an epoll inside another making a loop or nesting too
+    deep), then EEXIST (ADD of a watched fd), ENOENT (MOD or DEL of one not
+    watched), EINVAL (MOD of an EPOLLEXCLUSIVE item, an unknown op)."""
+    op = _int32(op)
+    fd = _int32(fd)
+    events = data = 0
+    if op != EPOLL_CTL_DEL:
+        events, data = EPOLL_EVENT.unpack(task.mm.copy_in(event, EPOLL_EVENT.size))
+    ep_desc = _file_or_ebadf(task, epfd)
+    target = _file_or_ebadf(task, fd)
+    if not target.ops.pollable:
+        raise SyscallError(errno.EPERM)
+    ep = ep_desc.ops
+    if ep_desc is target or not isinstance(ep, EpollOps):
+        raise SyscallError(errno.EINVAL)
+    if op != EPOLL_CTL_DEL and events & EPOLLEXCLUSIVE:
+        if op == EPOLL_CTL_MOD:
+            raise SyscallError(errno.EINVAL)
+        if op == EPOLL_CTL_ADD and (isinstance(target.ops, EpollOps) or events & ~EPOLLEXCLUSIVE_OK_BITS):
+            raise SyscallError(errno.EINVAL)
+    if op == EPOLL_CTL_ADD and isinstance(target.ops, EpollOps) and ep.would_loop(target.ops):
+        raise SyscallError(errno.ELOOP)
+    item = ep.find(target, fd)
+    if op == EPOLL_CTL_ADD:
+        if item is not None:
+            raise SyscallError(errno.EEXIST)
+        ep.insert(target, fd, events, data)
+    elif op == EPOLL_CTL_DEL:
+        if item is None:
+            raise SyscallError(errno.ENOENT)
+        ep.remove(item)
+    elif op == EPOLL_CTL_MOD:
+        if item is None:
+            raise SyscallError(errno.ENOENT)
+        if item.events & EPOLLEXCLUSIVE:
+            raise SyscallError(errno.EINVAL)
+        ep.modify(item, events, data)
+    else:
+        raise SyscallError(errno.EINVAL)
+    return 0
+
+
+def _epoll_wait(task: Task, epfd: int, events: int, maxevents: int, timeout_ns: int | None) -> int:
+    """Linux ``do_epoll_wait`` and ``ep_poll``: EINVAL for ``maxevents`` <= 0
+    or too large, EBADF, EINVAL when ``epfd`` is not an epoll; then up to
+    ``maxevents`` events, waiting up to ``timeout_ns`` (None: forever) for
+    one; EINTR when a signal comes first; EFAULT when they cannot be stored."""
+    maxevents = _int32(maxevents)
+    if maxevents <= 0 or maxevents > EP_MAX_EVENTS:
+        raise SyscallError(errno.EINVAL)
+    desc = _file_or_ebadf(task, epfd)
+    ep = desc.ops
+    if not isinstance(ep, EpollOps):
+        raise SyscallError(errno.EINVAL)
+    w = _begin(task, timeout_ns)
+    ready = ep.collect(maxevents)
+    if ready:
+        task.mm.copy_out(events, b"".join(EPOLL_EVENT.pack(ev, data) for ev, data in ready))
+        return len(ready)
+    if timeout_ns == 0 or _timed_out(task, w):
+        return 0
+    if signals.deliverable(task):
+        raise Block()  # the run loop interrupts the call: EINTR
+    _park(w, ep.host_waits(desc, 0))
+
+
+@syscall("epoll_wait", "ipii")
+def sys_epoll_wait(task: Task, epfd: int, events: int, maxevents: int, timeout: int) -> int:
+    """epoll_wait(2): ``timeout`` in ms, negative for none."""
+    return _epoll_wait(task, epfd, events, maxevents, _ms_ns(timeout))
+
+
+@syscall("epoll_pwait", "ipiipi")
+def sys_epoll_pwait(task: Task, epfd: int, events: int, maxevents: int, timeout: int, sigmask: int,
+                    sigsetsize: int) -> int:
+    """epoll_pwait(2): epoll_wait with a temporary signal mask (EINVAL for a
+    size other than 8, EFAULT, before anything else)."""
+    mask = _sigmask(task, sigmask, sigsetsize)
+    return _with_mask(task, mask, lambda: _epoll_wait(task, epfd, events, maxevents, _ms_ns(timeout)))
+
+
+@syscall("epoll_pwait2", "ipippi")
+def sys_epoll_pwait2(task: Task, epfd: int, events: int, maxevents: int, ts: int, sigmask: int,
+                     sigsetsize: int) -> int:
+    """epoll_pwait2(2): a timespec timeout (null: none; EFAULT, EINVAL), then
+    as epoll_pwait."""
+    timeout_ns = _timespec_ns(task, ts)
+    mask = _sigmask(task, sigmask, sigsetsize)
+    return _with_mask(task, mask, lambda: _epoll_wait(task, epfd, events, maxevents, timeout_ns))
+
+
+# eventfd.
+
+
+@syscall("eventfd", "i")
+def sys_eventfd(task: Task, initval: int) -> int:
+    """eventfd(2) without flags."""
+    return _install(task, new_eventfd(initval, 0), False)
+
+
+@syscall("eventfd2", "ix")
+def sys_eventfd2(task: Task, initval: int, flags: int) -> int:
+    """eventfd2: EINVAL for flags other than EFD_SEMAPHORE, EFD_NONBLOCK and
+    EFD_CLOEXEC; EMFILE."""
+    flags = _int32(flags)
+    return _install(task, new_eventfd(initval, flags), bool(flags & os.O_CLOEXEC))
+

@@ -248,12 +248,24 @@ class EpollOps(FileOps):
         return 0
 
     def host_waits(self, fd: FileDescription, events: int) -> dict[int, int]:
-        """The host fds of the items that mirror host files, for their events."""
+        """The host fds of the items that mirror host files, for their events.
+        An edge-triggered one waits only for events it does not have now:
+        those it has were reported (or will be at once), and a host poll for
+        them would return at once and spin. What it no longer has is
+        forgotten, so that its return is an edge."""
         out: dict[int, int] = {}
         for item in self.items.values():
-            if item.polled and item.armed:
-                for hfd, ev in item.desc.ops.host_waits(item.desc, item.events & ~EP_PRIVATE_BITS).items():
-                    out[hfd] = out.get(hfd, 0) | ev
+            if not (item.polled and item.armed):
+                continue
+            want = item.events & ~EP_PRIVATE_BITS
+            if item.events & EPOLLET:
+                now = item.poll()
+                item.last &= now
+                if now & (EPOLLERR | EPOLLHUP):
+                    continue  # a host poll always reports these: it could only spin
+                want &= ~now
+            for hfd, ev in item.desc.ops.host_waits(item.desc, want).items():
+                out[hfd] = out.get(hfd, 0) | ev
         return out
 
     def wait_queues(self, fd: FileDescription) -> tuple[WaitQueue, ...] | None:

@@ -497,3 +497,35 @@ def test_idle_is_cut_short_by_a_host_signal_and_does_not_spin() -> None:
     finally:
         handled()
         signal.signal(signal.SIGUSR1, old)
+
+
+def test_epoll_edge_triggered_on_a_host_fd_waits_only_for_what_it_has_not() -> None:
+    """An edge-triggered item on a host pipe that was reported and not read
+    must not make the idle wait poll for EPOLLIN (it would return at once
+    and spin); once drained it waits for EPOLLIN again, and new input is a
+    new edge."""
+    r, w = os.pipe()
+    desc = HostFiles().wrap(r)
+    ep = new_epoll(0)
+    ops = ep.ops
+    assert isinstance(ops, EpollOps)
+    try:
+        ops.insert(desc, 5, EPOLLIN | EPOLLET, 5)
+        assert ops.host_waits(ep, 0) == {r: EPOLLIN}
+        os.write(w, b"x")
+        assert ops.collect(4) == [(EPOLLIN, 5)]
+        assert ops.collect(4) == []
+        assert ops.host_waits(ep, 0) == {r: 0}  # only a hang-up or error would be news
+        os.read(r, 1)
+        assert ops.host_waits(ep, 0) == {r: EPOLLIN}
+        os.write(w, b"y")
+        assert ops.collect(4) == [(EPOLLIN, 5)]
+        os.close(w)
+        assert ops.collect(4) == [(EPOLLIN | EPOLLHUP, 5)]
+        assert ops.host_waits(ep, 0) == {}  # hung up for good: nothing to wait for
+    finally:
+        ep.dec_ref()
+        desc.dec_ref()
+        os.close(r)
+        with contextlib.suppress(OSError):
+            os.close(w)

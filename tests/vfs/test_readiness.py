@@ -240,7 +240,10 @@ def test_pty_readiness_matches_a_host_pty(vfs: VirtualFilesystem, ctx: FSContext
     try:
 
         def same(what: str) -> None:
-            time.sleep(0.05)  # the host's line discipline works in a kernel worker
+            # The host's line discipline works in a kernel worker: give it time.
+            deadline = time.monotonic() + 2
+            while (mask(m), mask(s)) != (host_mask(hm), host_mask(hs)) and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert (mask(m), mask(s)) == (host_mask(hm), host_mask(hs)), what
 
         same("fresh")
@@ -264,7 +267,9 @@ def test_pty_readiness_matches_a_host_pty(vfs: VirtualFilesystem, ctx: FSContext
         same("output for the master")
         s.dec_ref()
         os.close(hs)
-        time.sleep(0.05)
+        deadline = time.monotonic() + 2
+        while mask(m) != host_mask(hm) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert mask(m) == host_mask(hm), "slave closed"
         assert mask(m) & EPOLLHUP
     finally:

@@ -491,20 +491,12 @@ class Kernel:
                 self._runnable.append(task)
 
     def _idle(self, blocked: list[Task]) -> None:
-        """No task can run: sleep until the first parked sleep or timer is due,
-        or, when every task waits on another, until a host signal (pyrunsc
-        kill) comes."""
-        from .interrupt import blocking
+        """No task can run: wait until the first parked deadline or timer is
+        due, a host fd a parked call waits on (the caller's stdin) is ready, or
+        a host signal (pyrunsc kill) comes (``wait.idle``); then fire due timers."""
+        from .wait import idle
 
-        waits = [t.wake_at[1] - self.timekeeper.now(t.wake_at[0]) for t in blocked if t.wake_at is not None]
-        if self.timer_due:
-            waits.append(self.timer_due - time.monotonic_ns())
-        delay = min(max(min(waits), 0) / 1e9, 0.05) if waits else 0.05
-        try:
-            with blocking():
-                time.sleep(delay)
-        except SyscallError:
-            pass
+        idle(self.timekeeper, blocked, self.timer_due - time.monotonic_ns() if self.timer_due else None)
         timers.fire(self)
 
     def _fault_handled(self, task: Task, fault: Fault) -> bool:

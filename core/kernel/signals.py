@@ -308,21 +308,28 @@ def sigreturn(task: Task) -> int:
 
 
 def interrupt_blocked_call(task: Task) -> None:
-    """A parked system call meets a signal: with a handler, EINTR, or with
-    SA_RESTART set up to run again once the handler returns; with no handler
-    to run (a stop), it runs again when the task next runs, a sleep keeping
-    its deadline (Linux ``ERESTARTNOHAND``/``restart_syscall``)."""
+    """A parked system call meets a signal. With a handler: EINTR, or with
+    SA_RESTART set up to run again once the handler returns, except poll,
+    select and epoll_wait (``task.wait.restart`` False), which fail EINTR
+    regardless (Linux ``-ERESTARTNOHAND``). With no handler to run (a stop),
+    the call runs again when the task next runs, a sleep keeping its
+    deadline, and a temporary mask (ppoll, pselect6, rt_sigsuspend) goes
+    back now (Linux ``restore_saved_sigmask``)."""
     sig = deliverable(task)
     act = action(task, sig)
     regs = task.regs
     handler = act.handler not in (0, 1)
+    restart = task.wait is None or task.wait.restart
     if handler:
         task.wake_at = None  # an interrupted sleep starts afresh if restarted
+    task.wait = None
     waiter = task.waiter
     if waiter is not None and hasattr(waiter, "cancel"):
         waiter.cancel()
     task.waiter = None
-    if not handler or act.flags & SA_RESTART:
+    if not handler and task.suspend_mask is not None:
+        task.sigmask, task.suspend_mask = task.suspend_mask, None
+    if not handler or (act.flags & SA_RESTART and restart):
         regs.rax = regs.orig_rax
         regs.rip -= 2  # back onto the syscall instruction
     else:

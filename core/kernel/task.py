@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .auth import Credentials
     from .kernel import ExitStatus, Kernel
     from .timers import IntervalTimer
+    from .wait import Wait
 
 RLIMIT = {name: i for i, name in enumerate(RLIMITS)}
 
@@ -133,8 +134,10 @@ class Task:
     #: When a parked sleep is due: (clock id, ns on that clock); None otherwise.
     wake_at: tuple[int, int] | None = None
     #: What a parked call waits on, with a ``cancel()`` the kernel calls when
-    #: a signal interrupts it (a futex waiter); None otherwise.
+    #: a signal interrupts it (a futex waiter, a vfork parent); None otherwise.
     waiter: object | None = None
+    #: What a parked call waits for (deadline, host fds), kept across retries.
+    wait: Wait | None = None
     #: Signals sent to this thread only (tgkill, faults), and their siginfo.
     pending: int = 0
     siginfo: dict[int, list[bytes]] = field(default_factory=dict)

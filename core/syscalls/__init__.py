@@ -63,7 +63,10 @@ def syscall(name: str, args: str = "") -> Callable[[Handler], Handler]:
 class Block(Exception):
     """Raised by a handler whose call must wait (wait4 with no zombie child, a
     read of an empty pipe): the task sleeps and the same call is served again
-    once other tasks have run. Nothing may have changed before raising it."""
+    once other tasks have run. Nothing may have changed before raising it,
+    except what the call keeps in ``task.wait`` (``core.kernel.wait.Wait``:
+    its deadline, the host fds it waits on), which is dropped when the call
+    ends."""
 
 
 class TaskExit(Exception):
@@ -113,6 +116,7 @@ def dispatch(task: Task) -> None:
             # A bug in a handler: say which call, then let the sandbox fail loudly.
             log.exception("internal error serving %s for task %d", entry.name, task.tid)
             raise
+        task.wait = None  # the call ended: what it waited for is over
     if task.kernel.strace:
         name = entry.name if entry else NAMES.get(nr, str(nr))
         if regs is not task.regs:
@@ -184,7 +188,7 @@ def _format_one(task: Task, kind: str, v: int, nxt: int) -> str:
 def _load() -> None:
     import importlib
 
-    for module in ("exec", "fs", "futex", "info", "mm", "process", "signal", "time"):
+    for module in ("exec", "fs", "futex", "info", "mm", "poll", "process", "signal", "time"):
         importlib.import_module(f"{__name__}.{module}")
 
 

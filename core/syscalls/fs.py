@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import struct
-import time
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..kernel import signals
-from ..kernel.interrupt import blocking
+from ..kernel.wait import Wait
 from ..vfs.file import O_PATH, FileDescription, file_accessed
 from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TERMIOS_SIZE, TIOCGPGRP, TIOCGWINSZ, HostFileOps
 from ..vfs.inode import Stat, major, minor
 from ..vfs.mount import VirtualDentry
 from ..vfs.namei import PATH_MAX, resolve
 from ..vfs.pipe import PipeEndOps, WouldBlock
+from ..vfs.poll import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 from ..vfs.vfs import UTIME_NOW, UTIME_OMIT, Timespec
 from . import Block, syscall, to_signed
 
@@ -142,11 +141,16 @@ def _check_count(count: int) -> int:
     return min(count, MAX_RW_COUNT)
 
 
-def waiting(desc: FileDescription) -> Block | SyscallError:
-    """What a call that would block on ``desc`` raises: EAGAIN with
-    O_NONBLOCK, else Block (the task waits and the call is served again)."""
+def waiting(task: Task, desc: FileDescription, events: int) -> Block | SyscallError:
+    """What a call that would block on ``desc`` until it has ``events``
+    raises: EAGAIN with O_NONBLOCK, else Block (the task waits and the call
+    is served again). A file that mirrors a host fd (the caller's stdin)
+    names it in ``task.wait``, for the kernel's idle wait to sleep on."""
     if desc.flags & os.O_NONBLOCK:
         return SyscallError(errno.EAGAIN)
+    host = desc.ops.host_waits(desc, events)
+    if host:
+        task.wait = Wait(host_fds=host)
     return Block()
 
 
@@ -160,7 +164,7 @@ def sys_read(task: Task, fd: int, buf: int, count: int) -> int:
     try:
         data = desc.read(count)
     except WouldBlock:
-        raise waiting(desc) from None
+        raise waiting(task, desc, EPOLLIN) from None
     task.mm.copy_out(buf, data)
     return len(data)
 
@@ -178,7 +182,7 @@ def _write(task: Task, desc: FileDescription, data: bytes, offset: int | None = 
     try:
         return desc.write(data) if offset is None else desc.pwrite(data, offset)
     except WouldBlock:
-        raise waiting(desc) from None
+        raise waiting(task, desc, EPOLLOUT) from None
     except SyscallError as e:
         if e.errno == errno.EPIPE:
             # Linux pipe_write: send_sig(SIGPIPE, current): to the writing thread.
@@ -223,7 +227,7 @@ def sys_readv(task: Task, fd: int, iov: int, count: int) -> int:
     try:
         data = desc.read(min(total, MAX_RW_COUNT))
     except WouldBlock:
-        raise waiting(desc) from None
+        raise waiting(task, desc, EPOLLIN) from None
     _scatter(task, vecs, data)
     return len(data)
 
@@ -278,7 +282,12 @@ def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: in
         n = _write(task, dst, data) if data else 0
         task.mm.copy_out(offset_ptr, struct.pack("<q", off + n))
         return n
-    data = src.read(count)
+    if count and not dst.ops.readiness(dst) & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+        raise waiting(task, dst, EPOLLOUT)  # wait for room before taking input
+    try:
+        data = src.read(count)
+    except WouldBlock:
+        raise waiting(task, src, EPOLLIN) from None
     return _write(task, dst, data) if data else 0
 
 
@@ -857,158 +866,6 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
             task.mm.copy_out(arg, struct.pack("<i", task.pgid))
             return 0
     return ops.ioctl(desc, request, arg)
-
-
-# Waiting for I/O.
-
-
-def _ready(desc: FileDescription, want_read: bool, want_write: bool) -> tuple[bool, bool, int | None]:
-    """(readable now, writable now, host fd to wait on) for poll and select."""
-    ops = desc.ops
-    if isinstance(ops, HostFileOps):
-        return False, False, ops.inode.host_fd
-    if isinstance(ops, PipeEndOps):
-        p = ops.pipe
-        r = bool(len(p)) or p.writers == 0
-        w = p.readers == 0 or p.capacity - len(p) >= 4096
-        return r, w, None
-    return True, True, None
-
-
-POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
-POLLRDNORM, POLLWRNORM = 0x40, 0x100
-POLLFD = struct.Struct("<ihh")
-
-
-def _poll(task: Task, fds: list[tuple[int, int]], timeout: float | None) -> list[int]:
-    """Revents for each (fd, events); waits up to ``timeout`` seconds (None: forever)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        revents: list[int] = []
-        host: dict[int, list[int]] = {}
-        for i, (fd, events) in enumerate(fds):
-            if fd < 0:
-                revents.append(0)
-                continue
-            try:
-                desc = task.fdtable.get(fd)
-            except SyscallError:
-                revents.append(POLLNVAL)
-                continue
-            r, w, hfd = _ready(desc, bool(events & POLLIN), bool(events & POLLOUT))
-            ev = 0
-            if r:
-                ev |= events & (POLLIN | POLLRDNORM)
-            if w:
-                ev |= events & (POLLOUT | POLLWRNORM)
-            if isinstance(desc.ops, PipeEndOps) and desc.ops.reads and desc.ops.pipe.writers == 0:
-                ev |= POLLHUP
-            revents.append(ev)
-            if hfd is not None:
-                host.setdefault(hfd, []).append(i)
-        if host:
-            poller = select.poll()
-            for hfd, idx in host.items():
-                mask = 0
-                for i in idx:
-                    mask |= fds[i][1] & (POLLIN | POLLOUT | POLLPRI)
-                poller.register(hfd, mask)
-            wait = 0 if any(revents) else (None if deadline is None else max(deadline - time.monotonic(), 0))
-            with blocking():
-                ready = poller.poll(None if wait is None else int(wait * 1000))
-            for hfd, ev in ready:
-                for i in host[hfd]:
-                    revents[i] |= ev & (fds[i][1] | POLLERR | POLLHUP | POLLNVAL)
-        if any(revents) or (deadline is not None and time.monotonic() >= deadline):
-            return revents
-        if not host:
-            # Nothing here can become ready without another task; a lone task would wait forever.
-            if deadline is None:
-                raise SyscallError(errno.EDEADLK, "poll would wait forever")
-            with blocking():
-                time.sleep(max(deadline - time.monotonic(), 0))
-            return revents
-
-
-@syscall("poll", "pii")
-def sys_poll(task: Task, fds_addr: int, nfds: int, timeout: int) -> int:
-    if nfds > task.rlimit("RLIMIT_NOFILE"):
-        raise SyscallError(errno.EINVAL)
-    raw = task.mm.copy_in(fds_addr, POLLFD.size * nfds)
-    fds = [POLLFD.unpack_from(raw, i * POLLFD.size)[:2] for i in range(nfds)]
-    t = _int32(timeout)
-    rev = _poll(task, fds, None if t < 0 else t / 1000)
-    task.mm.copy_out(fds_addr, b"".join(POLLFD.pack(fd, ev, r) for (fd, ev), r in zip(fds, rev, strict=True)))
-    return sum(1 for r in rev if r)
-
-
-@syscall("ppoll", "pipp")
-def sys_ppoll(task: Task, fds_addr: int, nfds: int, ts: int, sigmask: int) -> int:
-    timeout = None
-    if ts:
-        sec, nsec = struct.unpack("<qq", task.mm.copy_in(ts, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(errno.EINVAL)
-        timeout = sec + nsec / 1e9
-    raw = task.mm.copy_in(fds_addr, POLLFD.size * nfds)
-    fds = [POLLFD.unpack_from(raw, i * POLLFD.size)[:2] for i in range(nfds)]
-    rev = _poll(task, fds, timeout)
-    task.mm.copy_out(fds_addr, b"".join(POLLFD.pack(fd, ev, r) for (fd, ev), r in zip(fds, rev, strict=True)))
-    return sum(1 for r in rev if r)
-
-
-def _select(task: Task, nfds: int, rd: int, wr: int, ex: int, timeout: float | None) -> int:
-    if _int32(nfds) < 0 or nfds > 1024 * 1024:
-        raise SyscallError(errno.EINVAL)
-    nbytes = (nfds + 63) // 64 * 8
-    sets = [int.from_bytes(task.mm.copy_in(a, nbytes), "little") if a else 0 for a in (rd, wr, ex)]
-    fds = []
-    for fd in range(nfds):
-        events = (POLLIN if sets[0] >> fd & 1 else 0) | (POLLOUT if sets[1] >> fd & 1 else 0) | (
-            POLLPRI if sets[2] >> fd & 1 else 0
-        )
-        if events:
-            task.fdtable.get(fd)  # EBADF for a closed fd in any set
-            fds.append((fd, events))
-    rev = _poll(task, fds, timeout)
-    out = [0, 0, 0]
-    count = 0
-    for (fd, _), r in zip(fds, rev, strict=True):
-        if r & (POLLIN | POLLHUP | POLLERR) and sets[0] >> fd & 1:
-            out[0] |= 1 << fd
-            count += 1
-        if r & (POLLOUT | POLLERR) and sets[1] >> fd & 1:
-            out[1] |= 1 << fd
-            count += 1
-        if r & POLLPRI and sets[2] >> fd & 1:
-            out[2] |= 1 << fd
-            count += 1
-    for addr, bits in zip((rd, wr, ex), out, strict=True):
-        if addr:
-            task.mm.copy_out(addr, bits.to_bytes(nbytes, "little"))
-    return count
-
-
-@syscall("select", "ipppp")
-def sys_select(task: Task, nfds: int, rd: int, wr: int, ex: int, tv: int) -> int:
-    timeout = None
-    if tv:
-        sec, usec = struct.unpack("<qq", task.mm.copy_in(tv, 16))
-        if sec < 0 or usec < 0:
-            raise SyscallError(errno.EINVAL)
-        timeout = sec + usec / 1e6
-    return _select(task, nfds, rd, wr, ex, timeout)
-
-
-@syscall("pselect6", "ippppp")
-def sys_pselect6(task: Task, nfds: int, rd: int, wr: int, ex: int, ts: int) -> int:
-    timeout = None
-    if ts:
-        sec, nsec = struct.unpack("<qq", task.mm.copy_in(ts, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(errno.EINVAL)
-        timeout = sec + nsec / 1e9
-    return _select(task, nfds, rd, wr, ex, timeout)
 
 
 # Pipes.

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from .inode import DT_DIR, DirEntry
+from .poll import DEFAULT_POLLMASK
 
 if TYPE_CHECKING:
     from .mount import VirtualDentry
+    from .poll import WaitQueue
 
 O_ACCMODE = 0o3
 O_PATH = os.O_PATH
@@ -70,6 +72,32 @@ class FileOps:
     def fsync(self, fd: FileDescription) -> None:
         """fsync(2): flush the file; the default asks its inode."""
         fd.inode.fsync()
+
+    # Readiness (core.vfs.poll).
+
+    #: Whether the file has a poll operation of its own (Linux
+    #: ``file_can_poll``): epoll_ctl refuses the others with EPERM.
+    pollable = False
+
+    def readiness(self, fd: FileDescription) -> int:
+        """The poll events the file has now, without waiting (Linux
+        ``f_op->poll`` with no poll table). The default is Linux
+        ``vfs_poll``'s for files without one: :data:`DEFAULT_POLLMASK`,
+        always readable and writable (regular files, directories)."""
+        return DEFAULT_POLLMASK
+
+    def wait_queues(self, fd: FileDescription) -> tuple[WaitQueue, ...] | None:
+        """The queues told when this file's readiness changes (Linux: those
+        ``f_op->poll`` passes to ``poll_wait``); None when changes cannot be
+        heard of and readiness must be looked at again (host fds)."""
+        return None
+
+    def host_waits(self, fd: FileDescription, events: int) -> dict[int, int]:
+        """The host fds, each with the host poll events, whose change can make
+        ``events`` ready here: what a parked call waits for in the kernel's
+        idle wait. Nothing by default: only another task changes a file kept in
+        the sentry."""
+        return {}
 
 
 class RegularFileOps(FileOps):
@@ -127,6 +155,10 @@ class FileDescription:
         # devices and FIFOs, the VFS's) operations.
         self.ops: FileOps = FileOps() if flags & O_PATH else (opener or self.inode.open)(self)
         self.inode.open_count += 1
+        #: Called with this description when its last reference goes, before
+        #: its FileOps are released (Linux ``__fput`` calls
+        #: ``eventpoll_release`` first: epoll forgets the file).
+        self._release_hooks: dict[object, Callable[[FileDescription], None]] | None = None
 
     @property
     def readable(self) -> bool:
@@ -253,9 +285,23 @@ class FileDescription:
     def inc_ref(self) -> None:
         self.refs += 1
 
+    def add_release_hook(self, key: object, hook: Callable[[FileDescription], None]) -> None:
+        """Call ``hook(self)`` when the last reference goes (until
+        :meth:`remove_release_hook` with the same ``key``)."""
+        if self._release_hooks is None:
+            self._release_hooks = {}
+        self._release_hooks[key] = hook
+
+    def remove_release_hook(self, key: object) -> None:
+        if self._release_hooks:
+            self._release_hooks.pop(key, None)
+
     def dec_ref(self) -> None:
         self.refs -= 1
         if self.refs == 0:
+            hooks, self._release_hooks = self._release_hooks, None
+            for hook in (hooks or {}).values():
+                hook(self)
             self.ops.release(self)
             inode = self.inode
             inode.open_count -= 1

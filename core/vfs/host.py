@@ -5,6 +5,13 @@ file description (gVisor ``fsimpl/host``). Reads and writes go straight to the
 host fd; a terminal answers TCGETS and TIOCGWINSZ from the host, anything else
 is ENOTTY. On restore the descriptions are re-bound to the restoring caller's
 stdio (:meth:`HostInode.rebind`).
+
+A host pipe, terminal or socket is never waited on inside a system call: its
+readiness is a zero-timeout host poll, and a read that finds nothing to read
+(or a write that finds no room) raises WouldBlock, so the task parks (or gets
+EAGAIN with O_NONBLOCK) and the kernel's idle wait sleeps on the host fd. The
+host fd's own flags are left alone: its open file description is the
+caller's.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from ..kernel.interrupt import blocking
 from .file import FileDescription, FileOps
 from .inode import Inode, Stat, Superblock
 from .mount import Dentry, Mount, VirtualDentry
+from .pipe import WouldBlock
+from .poll import DEFAULT_POLLMASK, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLNVAL, EPOLLOUT, HOST_EVENTS, host_readiness
 
 HOSTFS_MAGIC = 0x0
 #: sizeof(struct termios) as the kernel's TCGETS/TCSETS copy it (x86-64).
@@ -73,32 +82,65 @@ class HostFileOps(FileOps):
     def __init__(self, inode: HostInode) -> None:
         self.inode = inode
         self.seekable = st.S_ISREG(os.fstat(inode.host_fd).st_mode)
+        #: Regular host files never wait; they have no poll (epoll: EPERM).
+        self.pollable = not self.seekable
 
     def read(self, fd: FileDescription, length: int, offset: int) -> bytes:
+        """From the host fd. A pipe, terminal or socket with nothing to read
+        raises WouldBlock instead of waiting (a zero-timeout host poll
+        first), as does a host EAGAIN."""
         try:
             if self.seekable:
                 # The caller's open file description is shared with the
                 # container (as with runc): keep the host offset where ours is.
                 os.lseek(self.inode.host_fd, offset, os.SEEK_SET)
                 return os.read(self.inode.host_fd, length)
+            if length and not host_readiness(self.inode.host_fd, EPOLLIN) & (
+                EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLNVAL
+            ):
+                raise WouldBlock("host fd has nothing to read")
+            # Readable now; blocking() still lets a host signal cut short a
+            # read that another reader of the caller's file overtook.
             with blocking():
                 return os.read(self.inode.host_fd, length)
         except BlockingIOError:
-            raise SyscallError(errno.EAGAIN) from None
+            raise WouldBlock("host fd: EAGAIN") from None
         except OSError as e:
             raise SyscallError(e.errno or errno.EIO) from None
 
     def write(self, fd: FileDescription, data: bytes, offset: int) -> int:
+        """To the host fd. A pipe, terminal or socket without room raises
+        WouldBlock instead of waiting; once it has room the write is the
+        host's (a large write to a host pipe may still wait for its reader)."""
         try:
             if self.seekable:
                 os.lseek(self.inode.host_fd, offset, os.SEEK_SET)
                 return os.write(self.inode.host_fd, data)
+            if data and not host_readiness(self.inode.host_fd, EPOLLOUT) & (
+                EPOLLOUT | EPOLLHUP | EPOLLERR | EPOLLNVAL
+            ):
+                raise WouldBlock("host fd has no room")
             with blocking():
                 return os.write(self.inode.host_fd, data)
         except BlockingIOError:
-            raise SyscallError(errno.EAGAIN) from None
+            raise WouldBlock("host fd: EAGAIN") from None
         except OSError as e:
             raise SyscallError(e.errno or errno.EIO) from None
+
+    def readiness(self, fd: FileDescription) -> int:
+        """A regular host file is always ready (:data:`DEFAULT_POLLMASK`);
+        anything else answers a zero-timeout host poll."""
+        if self.seekable:
+            return DEFAULT_POLLMASK
+        return host_readiness(self.inode.host_fd)
+
+    def host_waits(self, fd: FileDescription, events: int) -> dict[int, int]:
+        """The host fd itself, for the events asked (EPOLLIN, EPOLLPRI,
+        EPOLLOUT and their kin; a host poll always reports hang-up and
+        errors); nothing for a regular file."""
+        if self.seekable:
+            return {}
+        return {self.inode.host_fd: events & HOST_EVENTS}
 
     def size(self, fd: FileDescription) -> int:
         return self.inode.size

@@ -7,7 +7,11 @@ is EPIPE (the caller also sends SIGPIPE).
 
 Where Linux would block, these raise :class:`WouldBlock` (an EAGAIN
 SyscallError): with O_NONBLOCK that is the answer; otherwise the kernel's run
-loop parks the task on the pipe's wait queue and retries (processes issue).
+loop parks the task and retries.
+
+Readiness (poll, select, epoll) is Linux ``pipe_poll``'s; reads and writes
+tell the pipe's wait queues what happened, as ``pipe_read`` and
+``pipe_write`` wake ``wr_wait`` and ``rd_wait``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING
 from ..errors import SyscallError
 from .file import FileDescription, FileOps
 from .inode import S_IFDIR, S_IFIFO, Inode, StatFS, Superblock
+from .poll import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM, WaitQueue
 
 if TYPE_CHECKING:
     from .mount import Mount
@@ -43,17 +48,32 @@ class Pipe:
         self.buffer = bytearray()
         self.readers = 0
         self.writers = 0
+        #: Write ends ever opened (Linux ``w_counter``): a FIFO reader opened
+        #: before any writer sees no hang-up until one came and went.
+        self.w_counter = 0
+        #: Told of writes (readers wait here) and of reads (writers wait
+        #: here); Linux ``rd_wait`` and ``wr_wait``.
+        self.rd_wait = WaitQueue()
+        self.wr_wait = WaitQueue()
 
     def __len__(self) -> int:
         return len(self.buffer)
+
+    def writable(self) -> bool:
+        """Whether a write of PIPE_BUF bytes fits (Linux: not ``pipe_full``,
+        a free page)."""
+        return self.capacity - len(self.buffer) >= min(PIPE_BUF, self.capacity)
 
     def read(self, length: int) -> bytes:
         """Up to ``length`` bytes; b"" at end of file (no writers); WouldBlock when empty."""
         if length == 0:
             return b""
         if self.buffer:
+            was_full = not self.writable()
             data = bytes(self.buffer[:length])
             del self.buffer[:length]
+            if was_full and self.writable():
+                self.wr_wait.notify(EPOLLOUT | EPOLLWRNORM)
             return data
         if self.writers == 0:
             return b""
@@ -78,6 +98,7 @@ class Pipe:
                 raise WouldBlock("pipe full")
             n = min(room, len(data))
         self.buffer += data[:n]
+        self.rd_wait.notify(EPOLLIN | EPOLLRDNORM)
         return n
 
     def open_fifo(self, fd: FileDescription) -> PipeEndOps:
@@ -89,7 +110,10 @@ class Pipe:
         if acc == os.O_RDONLY:
             if self.writers == 0 and not nonblock:
                 raise WouldBlock("FIFO has no writer")
-            return PipeEndOps(self, read=True, write=False)
+            end = PipeEndOps(self, read=True, write=False)
+            if self.writers == 0:
+                end.hup_after = self.w_counter  # Linux fifo_open: no EPOLLHUP until a writer came
+            return end
         if acc == os.O_WRONLY:
             if self.readers == 0:
                 if nonblock:
@@ -106,6 +130,7 @@ class PipeEndOps(FileOps):
     that put some in."""
 
     seekable = False
+    pollable = True
 
     def __init__(self, pipe: Pipe, *, read: bool, write: bool, anonymous: bool = False) -> None:
         self.pipe = pipe
@@ -113,8 +138,12 @@ class PipeEndOps(FileOps):
         self.writes = write
         self.anonymous = anonymous
         self.touch_atime = not anonymous
+        #: A read end reports EPOLLHUP with no writer unless ``w_counter`` is
+        #: still this (Linux ``filp->f_pipe``).
+        self.hup_after = -1
         pipe.readers += read
         pipe.writers += write
+        pipe.w_counter += write
 
     def read(self, fd: FileDescription, length: int, offset: int) -> bytes:
         return self.pipe.read(length)
@@ -131,13 +160,37 @@ class PipeEndOps(FileOps):
     def size(self, fd: FileDescription) -> int:
         raise SyscallError(errno.ESPIPE)
 
+    def readiness(self, fd: FileDescription) -> int:
+        """Linux ``pipe_poll``: a read end is EPOLLIN with bytes buffered and
+        EPOLLHUP with no writer left; a write end is EPOLLOUT while PIPE_BUF
+        bytes fit and EPOLLERR with no reader left."""
+        p = self.pipe
+        mask = 0
+        if self.reads:
+            if p.buffer:
+                mask |= EPOLLIN | EPOLLRDNORM
+            if p.writers == 0 and p.w_counter != self.hup_after:
+                mask |= EPOLLHUP
+        if self.writes:
+            if p.writable():
+                mask |= EPOLLOUT | EPOLLWRNORM
+            if p.readers == 0:
+                mask |= EPOLLERR
+        return mask
+
+    def wait_queues(self, fd: FileDescription) -> tuple[WaitQueue, ...]:
+        return ((self.pipe.rd_wait,) if self.reads else ()) + ((self.pipe.wr_wait,) if self.writes else ())
+
     def release(self, fd: FileDescription) -> None:
         """One end less; when no end is left, a FIFO's buffered data goes
-        (Linux frees the pipe with its last file: ``put_pipe_info``)."""
+        (Linux frees the pipe with its last file: ``put_pipe_info``). Both
+        wait queues hear of it (``pipe_release``: hang-up or error)."""
         self.pipe.readers -= self.reads
         self.pipe.writers -= self.writes
         if self.pipe.readers == 0 and self.pipe.writers == 0:
             self.pipe.buffer.clear()
+        self.pipe.rd_wait.notify()
+        self.pipe.wr_wait.notify()
 
     def fsync(self, fd: FileDescription) -> None:
         """EINVAL: pipes have no fsync (Linux ``vfs_fsync_range``)."""

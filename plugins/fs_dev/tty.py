@@ -35,7 +35,9 @@ with processes and answer ENOTTY here.
 
 Where Linux would block, operations raise :class:`~pyrunsc.core.vfs.pipe.WouldBlock`
 (EAGAIN): with O_NONBLOCK that is the answer; otherwise the run loop parks
-the task and retries.
+the task and retries. Readiness for poll, select and epoll is Linux
+``n_tty_poll``'s (:meth:`PtyMasterOps.readiness`, :meth:`PtySlaveOps.readiness`);
+epoll looks at it on every collection (no wait queues here).
 
 ioctl arguments
 ---------------
@@ -74,6 +76,7 @@ from dataclasses import dataclass, field
 from pyrunsc.core.errors import SyscallError
 from pyrunsc.core.vfs.file import FileDescription, FileOps
 from pyrunsc.core.vfs.pipe import WouldBlock
+from pyrunsc.core.vfs.poll import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM
 
 # c_iflag bits (Linux include/uapi/asm-generic/termbits.h).
 IGNBRK, BRKINT, IGNPAR, PARMRK, INPCK, ISTRIP = 0o1, 0o2, 0o4, 0o10, 0o20, 0o40
@@ -592,6 +595,7 @@ class PtyEndOps(FileOps):
     """What both ends of a pty share: not seekable; terminal ioctls."""
 
     seekable = False
+    pollable = True
 
     def __init__(self, pty: Pty) -> None:
         self.pty = pty
@@ -746,6 +750,18 @@ class PtyMasterOps(PtyEndOps):
     def _readable(self) -> int:
         return len(self.pty.ld.out)
 
+    def readiness(self, fd: FileDescription) -> int:
+        """Linux ``n_tty_poll`` on the master: EPOLLIN with output to read,
+        EPOLLHUP once every slave opened is closed, EPOLLOUT while the input
+        queue has room."""
+        ld = self.pty.ld
+        mask = EPOLLIN | EPOLLRDNORM if ld.out else 0
+        if self.pty.slave_closed:
+            mask |= EPOLLHUP
+        if len(ld.pending) < QUEUE_MAX:
+            mask |= EPOLLOUT | EPOLLWRNORM
+        return mask
+
     def _flush_in(self) -> None:
         self.pty.ld.out.clear()
 
@@ -780,6 +796,28 @@ class PtySlaveOps(PtyEndOps):
 
     def _readable(self) -> int:
         return self.pty.ld.readable()
+
+    def readiness(self, fd: FileDescription) -> int:
+        """Linux ``n_tty_poll`` on the slave: EPOLLIN with a complete line
+        (canonical mode) or VMIN bytes (1 with VTIME set or VMIN 0), EPOLLHUP
+        once the master closed, EPOLLOUT while output is not stopped and the
+        master's queue has room; everything once the master closed."""
+        if not self.pty.master_open:
+            # Hung up (Linux hung_up_tty_poll): everything, reads give end of file.
+            return EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDNORM | EPOLLWRNORM
+        ld = self.pty.ld
+        t = ld.termios
+        mask = 0
+        if t.lflag & ICANON:
+            if ld.line_ends:
+                mask |= EPOLLIN | EPOLLRDNORM
+        else:
+            vmin, vtime = t.cc[VMIN], t.cc[VTIME]
+            if len(ld.ready) >= (vmin if vmin and not vtime else 1):
+                mask |= EPOLLIN | EPOLLRDNORM
+        if not ld.stopped and len(ld.out) < QUEUE_MAX:
+            mask |= EPOLLOUT | EPOLLWRNORM
+        return mask
 
     def _flush_in(self) -> None:
         self.pty.ld.flush_input()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .auth import Credentials
     from .kernel import ExitStatus, Kernel
     from .timers import IntervalTimer
-    from .wait import Wait
+    from .wait import TaskWaker, Wait
 
 RLIMIT = {name: i for i, name in enumerate(RLIMITS)}
 
@@ -138,6 +138,8 @@ class Task:
     waiter: object | None = None
     #: What a parked call waits for (deadline, host fds), kept across retries.
     wait: Wait | None = None
+    #: Wakes the task when a file it waits on changes (made on first use).
+    waker: TaskWaker | None = None
     #: Signals sent to this thread only (tgkill, faults), and their siginfo.
     pending: int = 0
     siginfo: dict[int, list[bytes]] = field(default_factory=dict)

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..vfs.poll import EPOLLERR, EPOLLHUP
 from .interrupt import blocking
 
 if TYPE_CHECKING:
+    from ..vfs.poll import WaitQueue
     from .task import Task
     from .time import Timekeeper
 
@@ -92,3 +94,32 @@ def idle(tk: Timekeeper, blocked: Iterable[Task], due_ns: int | None = None) -> 
             poller.poll(timeout_ms)
     except (SyscallError, OSError):
         pass
+
+
+class TaskWaker:
+    """Hangs on the wait queues of a file a parked call waits for, and asks
+    the kernel to serve the call again as soon as the file has the events it
+    waits for (Linux: the task on the queue, woken by ``wake_up``), instead
+    of at the next periodic retry. One per task; it leaves every queue on
+    its first wake-up."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.events = 0
+        self.queues: list[WaitQueue] = []
+
+    def hang(self, queues: Iterable[WaitQueue], events: int) -> None:
+        self.events |= events
+        for q in queues:
+            if q not in self.queues:
+                q.add(self)
+                self.queues.append(q)
+
+    def wake(self, events: int) -> None:
+        if events and not events & (self.events | EPOLLERR | EPOLLHUP):
+            return
+        for q in self.queues:
+            q.remove(self)
+        self.queues.clear()
+        self.events = 0
+        self.task.kernel.wake(self.task)

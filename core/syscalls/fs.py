@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..kernel import signals
-from ..kernel.wait import Wait
+from ..kernel.wait import TaskWaker, Wait
 from ..vfs.file import O_PATH, FileDescription, file_accessed
 from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TERMIOS_SIZE, TIOCGPGRP, TIOCGWINSZ, HostFileOps
 from ..vfs.inode import Stat, major, minor
@@ -151,6 +151,11 @@ def waiting(task: Task, desc: FileDescription, events: int) -> Block | SyscallEr
     host = desc.ops.host_waits(desc, events)
     if host:
         task.wait = Wait(host_fds=host)
+    queues = desc.ops.wait_queues(desc)
+    if queues:
+        if task.waker is None:
+            task.waker = TaskWaker(task)
+        task.waker.hang(queues, events)
     return Block()
 
 

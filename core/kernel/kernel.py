@@ -82,6 +82,14 @@ CORE_SIGNALS = {
 }
 
 
+#: How many system calls a task makes in a row before the other runnable
+#: tasks get a turn. As on Linux, a call that does not block returns to its
+#: caller, which goes on running: a process that signals another (kill) or
+#: makes one runnable (a pipe write) reaches its next call, often a wait,
+#: before the other acts. A count, not a time, so that runs repeat exactly.
+SLICE = 32
+
+
 @dataclass
 class Kernel:
     """A sandbox's kernel. ``strace`` logs every system call."""
@@ -250,7 +258,8 @@ class Kernel:
     def run(self, init: Task) -> ExitStatus:
         """Run the sandbox until ``init`` exits or is killed; returns how it ended.
 
-        Tasks take turns, one system call at a time. A call that must wait
+        Tasks take turns: each runs until it blocks, exits or has made
+        ``SLICE`` system calls in a row (its time slice). A call that must wait
         (Block) parks its task; parked calls are served again when no task can
         run. When init ends, every other task is ended too.
         """
@@ -260,6 +269,8 @@ class Kernel:
         runnable.append(init)
         blocked: list[Task] = []
         turns = 0
+        current: Task | None = None  # the task whose slice runs ...
+        used = 0  # ... and the calls it has made in it
         while init.exit_status is None:
             turns += 1
             if blocked and turns % 64 == 0:
@@ -287,6 +298,8 @@ class Kernel:
                     self._idle(blocked)
                 continue
             task = runnable.popleft()
+            if task is not current:
+                current, used = task, 0
             if task.pending and not task.kill_signal:
                 signals.deliver(task)
             if task.kill_signal:
@@ -304,7 +317,12 @@ class Kernel:
                 except TaskExit as e:
                     self._exit_task(task, ExitStatus(code=e.status))
                     continue
-                runnable.append(task)
+                used += 1
+                if used < SLICE:
+                    runnable.appendleft(task)  # the caller goes on, as on Linux
+                else:
+                    runnable.append(task)
+                    current = None
             elif stop is Stop.FAULT:
                 assert fault is not None
                 if self._fault_handled(task, fault):

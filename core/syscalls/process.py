@@ -651,9 +651,10 @@ def sys_waitid(task: Task, idtype: int, ident: int, infop: int, options: int, ru
         st = child.exit_status
         if st is not None and options & WEXITED:
             if infop:
-                # siginfo_t: si_signo, si_errno, si_code, then si_pid, si_uid, si_status.
+                # siginfo_t: si_signo, si_errno, si_code, 4 bytes of padding,
+                # then the union at offset 16: si_pid, si_uid, si_status.
                 code, value = (1, st.code) if not st.signal else (3 if st.core else 2, st.signal)
-                task.mm.copy_out(infop, struct.pack("<iiiiIi", SIGCHLD, 0, code, child.tid,
+                task.mm.copy_out(infop, struct.pack("<iii4xiIi", SIGCHLD, 0, code, child.tid,
                                                     child.fs.creds.uid, value).ljust(128, b"\0"))
             if not options & WNOWAIT:
                 _reap(task, child)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import SyscallError
 from ..kernel import signals
 from ..kernel.task import SignalAction
-from . import Block, syscall
+from . import Block, handler_pending, syscall
 
 if TYPE_CHECKING:
     from ..kernel.task import Task
@@ -158,12 +158,16 @@ def sys_rt_sigsuspend(task: Task, addr: int, sigsetsize: int) -> int:
         (mask,) = struct.unpack("<Q", task.mm.copy_in(addr, 8))
         task.suspend_mask = task.sigmask
         task.sigmask = mask & ~UNBLOCKABLE
+    if handler_pending(task):
+        raise SyscallError(errno.EINTR)  # never restarted, even with SA_RESTART (-ERESTARTNOHAND)
     raise Block()
 
 
 @syscall("pause")
 def sys_pause(task: Task) -> int:
     """Wait for a signal; EINTR once a handler ran."""
+    if handler_pending(task):
+        raise SyscallError(errno.EINTR)  # never restarted, even with SA_RESTART (-ERESTARTNOHAND)
     raise Block()
 
 

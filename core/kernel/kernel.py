@@ -401,15 +401,25 @@ class Kernel:
             child.parent = init
             if init is not None and init is not task:
                 init.children.append(child)
+                if child.exit_status is not None:
+                    # A zombie: init is told, as its parent was (Linux reparent_leader).
+                    self._notify_parent(child)
         task.children = []
+        self._notify_parent(task)
+
+    def _notify_parent(self, task: Task) -> None:
+        """Tell the parent of ended ``task`` (Linux ``do_notify_parent``): SIGCHLD
+        with its pid and status; when the parent ignores SIGCHLD it is reaped
+        at once (POSIX.1-2001), and with no live parent it is released."""
+        status = task.exit_status
+        assert status is not None
         parent = task.parent
-        if parent is not None and parent.exit_status is None:
-            code, value = (1, status.code) if not status.signal else (3 if status.core else 2, status.signal)
-            signals.send(parent, host_signal.SIGCHLD, signals.siginfo(
-                host_signal.SIGCHLD, code, pid=task.tid, uid=task.fs.creds.uid, status=value))
         if parent is None or parent.exit_status is not None:
             self.tasks.pop(task.tid, None)
-        elif parent.actions.get(host_signal.SIGCHLD, SignalAction()).handler == 1:
-            # SIGCHLD set to SIG_IGN: children are reaped at once (POSIX.1-2001).
+            return
+        code, value = (1, status.code) if not status.signal else (3 if status.core else 2, status.signal)
+        signals.send(parent, host_signal.SIGCHLD, signals.siginfo(
+            host_signal.SIGCHLD, code, pid=task.tid, uid=task.fs.creds.uid, status=value))
+        if parent.actions.get(host_signal.SIGCHLD, SignalAction()).handler == 1:
             parent.children.remove(task)
             self.tasks.pop(task.tid, None)

@@ -174,6 +174,7 @@ class Kernel:
         task.regs = Registers.for_entry(info.entry, sp)
         task.comm = os.path.basename(path)[:15]
         task.mm.executable = self.ns.path(vd)
+        self.vfork_done(task)
 
     def create_process(
         self,
@@ -243,6 +244,28 @@ class Kernel:
         self._runnable.append(child)
         return child
 
+    def vfork_done(self, child: Task) -> None:
+        """``child`` has exec'd or is exiting: a parent waiting in vfork runs
+        again (Linux ``mm_release`` -> ``complete_vfork_done``)."""
+        parent = child.parent
+        if parent is not None and parent.vfork_child is child:
+            parent.vfork_child = None
+            if parent.exit_status is None:
+                self._runnable.append(parent)
+
+    def _wake_killed_vfork_parents(self) -> None:
+        """A parent waiting in vfork still dies of a fatal signal (Linux waits
+        killable): let it run, and the run loop ends it."""
+        for t in self.tasks.values():
+            if t.vfork_child is None or t.exit_status is not None:
+                continue
+            sig = signals.deliverable(t)
+            quiet = signals.DEFAULT_IGNORE | signals.DEFAULT_STOP
+            fatal = sig != 0 and signals.action(t, sig).handler == 0 and sig not in quiet
+            if t.kill_signal or fatal:
+                t.vfork_child = None
+                self._runnable.appendleft(t)
+
     def kill(self, task: Task, sig: int, info: bytes | None = None) -> None:
         """Send ``sig`` to ``task``; its disposition applies when it is delivered."""
         signals.send(task, sig, info)
@@ -275,10 +298,13 @@ class Kernel:
             if blocked and turns % 64 == 0:
                 # Busy tasks must not starve parked ones (a due sleep, a reaped child).
                 self._retry(blocked)
+            if turns % 64 == 0:
+                self._wake_killed_vfork_parents()
             if self.pending_kill:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
                 self.signal_from_host(init, sig)
+                self._wake_killed_vfork_parents()
             woken = [t for t in blocked if t.kill_signal or signals.deliverable(t)]
             if woken:
                 # A signal wakes a parked call. If the call can finish now (the
@@ -293,6 +319,7 @@ class Kernel:
                         runnable.appendleft(task)
             if not runnable:
                 self._retry(blocked)
+                self._wake_killed_vfork_parents()
                 if not runnable:
                     self._idle(blocked)
                 continue
@@ -316,6 +343,9 @@ class Kernel:
                 except TaskExit as e:
                     self._exit_task(task, ExitStatus(code=e.status))
                     continue
+                if task.vfork_child is not None:
+                    current = None
+                    continue  # parked until its vfork child execs or exits
                 used += 1
                 if used < SLICE:
                     runnable.appendleft(task)  # the caller goes on, as on Linux
@@ -390,6 +420,7 @@ class Kernel:
         platform context, give its children to init, and leave a zombie for
         its parent to reap (none for init, or when the parent ignores SIGCHLD)."""
         task.exit_status = status
+        self.vfork_done(task)
         if not any(t.fdtable is task.fdtable for t in self.tasks.values() if t is not task and t.exit_status is None):
             task.fdtable.close_all()
         if task.context is not None:

@@ -79,6 +79,9 @@ class Task:
     exit_status: ExitStatus | None = None
     #: A signal whose default action ends the task, to act on before it runs again.
     kill_signal: int = 0
+    #: The vfork child this task waits for: it runs again once the child has
+    #: exec'd or exited (Linux ``wait_for_vfork_done``).
+    vfork_child: Task | None = None
     #: The mask to restore after the handler when rt_sigsuspend replaced it.
     suspend_mask: int | None = None
     #: When a parked sleep is due: (clock id, ns on that clock); None otherwise.

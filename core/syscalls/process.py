@@ -546,7 +546,7 @@ def do_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int
     """A new process. Threads (CLONE_THREAD, or CLONE_VM without CLONE_VFORK)
     are not supported yet: ENOSYS, said plainly. vfork (CLONE_VM|CLONE_VFORK)
     runs the child on a copy of the memory, which a child that only execs or
-    exits cannot tell apart."""
+    exits cannot tell apart; the parent waits until it has (CLONE_VFORK)."""
     if flags & CLONE_THREAD or flags & CLONE_SIGHAND or (flags & CLONE_VM and not flags & CLONE_VFORK):
         raise SyscallError(errno.ENOSYS, "threads are not supported yet")
     if flags & (CLONE_NEWNS | 0x7E000000 & ~(CLONE_CHILD_SETTID | CLONE_DETACHED | CLONE_UNTRACED)):
@@ -562,6 +562,8 @@ def do_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int
         child.mm.copy_out(child_tid, tid)
     if flags & CLONE_CHILD_CLEARTID:
         child.clear_child_tid = child_tid
+    if flags & CLONE_VFORK:
+        task.vfork_child = child  # the run loop parks the parent until Kernel.vfork_done
     return child.tid
 
 

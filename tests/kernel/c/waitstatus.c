@@ -147,6 +147,53 @@ int main(int argc, char **argv) {
   waitpid(pid, &st, 0);
   expect("vfork and exec'd program returns 3", st, 0x0300);
 
+  /* The parent of vfork sleeps until the child exits (or execs): the
+   * child's writes come before the parent's. */
+  int order[2];
+  pipe(order);
+  pid = vfork();
+  if (pid == 0) {
+    write(order[1], "c", 1);
+    write(order[1], "C", 1);
+    _exit(0);
+  }
+  write(order[1], "p", 1);
+  char seen[4] = {0};
+  read(order[0], seen, 3);
+  close(order[0]);
+  close(order[1]);
+  waitpid(pid, &st, 0);
+  int ok = !strcmp(seen, "cCp");
+  printf("%s vfork's parent resumes when the child exits: \"%s\"\n", ok ? "ok" : "FAIL", seen);
+  failures += !ok;
+
+  /* ... but it still dies of a fatal signal while it waits. Its vfork child
+   * is orphaned: natively it comes back to us as a subreaper (the sandbox
+   * runs this program as init). */
+  prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  pipe(order);
+  pid = fork();
+  if (pid == 0) {
+    close(order[1]);
+    if (vfork() == 0) {
+      char c;
+      read(order[0], &c, 1); /* until the grandparent says so */
+      _exit(0);
+    }
+    _exit(1);
+  }
+  close(order[0]);
+  usleep(50000);
+  kill(pid, SIGTERM);
+  waitpid(pid, &st, 0);
+  expect("SIGTERM kills a parent waiting in vfork", st, SIGTERM);
+  write(order[1], "x", 1);
+  close(order[1]);
+  pid_t orphan = wait(&st);
+  ok = orphan > 0 && st == 0;
+  printf("%s its vfork child goes on and is reaped: status 0x%04x\n", ok ? "ok" : "FAIL", st);
+  failures += !ok;
+
   /* Killed by the parent while it waits: SIGKILL, and SIGTERM. */
   int sigs[] = {SIGKILL, SIGTERM, SIGHUP};
   for (int i = 0; i < 3; i++) {
@@ -203,7 +250,7 @@ int main(int argc, char **argv) {
   waitid(P_PID, pid, &si, WEXITED | WNOWAIT);
   st = -1;
   pid_t again = waitpid(pid, &st, 0);
-  int ok = si.si_status == 5 && again == pid && st == 0x0500;
+  ok = si.si_status == 5 && again == pid && st == 0x0500;
   printf("%s WNOWAIT then waitpid: si_status %d, then status 0x%04x\n", ok ? "ok" : "FAIL", si.si_status, st);
   failures += !ok;
 

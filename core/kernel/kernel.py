@@ -57,7 +57,14 @@ class UTSNamespace:
 
 @dataclass
 class ExitStatus:
-    """How the init process ended: ``code`` when it exited, ``signal`` when killed."""
+    """How the init process ended: ``code`` when it exited, ``signal`` when killed.
+
+    ``core`` is whether a core file was written. Linux sets the status word's
+    core flag (0x80) and CLD_DUMPED only then (``fs/coredump.c``
+    ``coredump_finish``), not for every signal whose default action is "core"
+    (SIGSEGV, SIGABRT, ...): with RLIMIT_CORE 0 a SIGSEGV death is 0x0b. The
+    sandbox writes no core files, so it is never set.
+    """
 
     code: int = 0
     signal: int = 0
@@ -76,12 +83,12 @@ class ExitStatus:
         return 128 + self.signal if self.signal else self.code & 0xFF
 
 
-#: Signals whose default action dumps core (Linux ``SIG_KERNEL_COREDUMP_MASK``).
-CORE_SIGNALS = {
-    host_signal.SIGQUIT, host_signal.SIGILL, host_signal.SIGTRAP, host_signal.SIGABRT,
-    host_signal.SIGBUS, host_signal.SIGFPE, host_signal.SIGSEGV, host_signal.SIGXCPU,
-    host_signal.SIGXFSZ, host_signal.SIGSYS,
-}
+#: How many system calls a task makes in a row before the other runnable
+#: tasks get a turn. As on Linux, a call that does not block returns to its
+#: caller, which goes on running: a process that signals another (kill) or
+#: makes one runnable (a pipe write) reaches its next call, often a wait,
+#: before the other acts. A count, not a time, so that runs repeat exactly.
+SLICE = 32
 
 
 @dataclass
@@ -330,11 +337,12 @@ class Kernel:
         """Run the sandbox until ``init``'s process exits or is killed; returns
         how it ended.
 
-        Tasks take turns, one system call at a time. A call that must wait
-        (Block) parks its task; parked calls are served again when something
-        wakes them (:meth:`wake`, a signal), every 64 turns, and when no task
-        can run. Tasks of a stopped process wait until SIGCONT. When init's
-        process ends, every other task is ended too.
+        Tasks take turns: each runs until it blocks, exits or has made
+        ``SLICE`` system calls in a row (its time slice). A call that must
+        wait (Block) parks its task; parked calls are served again when
+        something wakes them (:meth:`wake`, a signal), every 64 turns, and
+        when no task can run. Tasks of a stopped process wait until SIGCONT.
+        When init's process ends, every other task is ended too.
         """
         from ..syscalls import Block, TaskExit, dispatch
 
@@ -344,6 +352,8 @@ class Kernel:
         stopped = self._stopped
         itg = init.tg
         turns = 0
+        current: Task | None = None  # the task whose slice runs ...
+        used = 0  # ... and the calls it has made in it
         while itg.exit_status is None:
             turns += 1
             if blocked and turns % 64 == 0:
@@ -370,11 +380,13 @@ class Kernel:
             task = runnable.popleft()
             if task.exit_status is not None:
                 continue  # ended while queued (its group exited)
+            if task is not current:
+                current, used = task, 0
             if task.pending | task.tg.pending and not task.kill_signal:
                 signals.deliver(task)
             if task.kill_signal:
                 sig = task.kill_signal
-                self.exit_group(task.tg, ExitStatus(signal=sig, core=sig in CORE_SIGNALS))
+                self.exit_group(task.tg, ExitStatus(signal=sig))
                 continue
             if task.tg.stop_signal:
                 stopped.append(task)
@@ -393,7 +405,12 @@ class Kernel:
                     self._task_exit(task, e)
                     continue
                 if task.exit_status is None:
-                    runnable.append(task)
+                    used += 1
+                    if used < SLICE:
+                        runnable.appendleft(task)  # the caller goes on, as on Linux
+                    else:
+                        runnable.append(task)
+                        current = None
             elif stop is Stop.FAULT:
                 assert fault is not None
                 if self._fault_handled(task, fault):
@@ -431,11 +448,13 @@ class Kernel:
             if t.kill_signal or t.exit_status is not None:
                 woken.append(t)
                 continue
-            if t.tg.stop_signal or not getattr(t.waiter, "interruptible", True):
+            if t.tg.stop_signal:
                 continue
             sig = signals.deliverable(t)
             if not sig:
                 continue
+            if not getattr(t.waiter, "interruptible", True) and not signals.fatal(t, sig):
+                continue  # a vfork parent waits killably: only a fatal signal ends the wait
             if not t.pending >> (sig - 1) & 1:
                 # A process-directed signal: one task takes it; not when a
                 # runnable task of the group will take it anyway.
@@ -512,7 +531,7 @@ class Kernel:
         """A synchronous fault with no handler (or with it blocked) kills the process."""
         log.info("task %d: signal %d (code %d, addr %#x) at rip %#x", task.tid, fault.signo, fault.code,
                  fault.addr, task.regs.rip)
-        return ExitStatus(signal=fault.signo, core=fault.signo in CORE_SIGNALS)
+        return ExitStatus(signal=fault.signo)
 
     # Exiting (Linux kernel/exit.c).
 
@@ -579,28 +598,38 @@ class Kernel:
         tg.itimers.clear()
         tg.timers.clear()
         init = self.init_group()
-        for child in tg.children:
+        children, tg.children = tg.children, []
+        for child in children:
             child.parent = init
             if init is not None and init is not tg:
                 init.children.append(child)
             for t in child.live_tasks:
                 if t.pdeath_signal:
                     signals.send(t, t.pdeath_signal, signals.siginfo(t.pdeath_signal, signals.SI_USER, pid=tg.tgid))
-        tg.children = []
+            if child.exit_status is not None and init is not tg:
+                # A zombie: init is told, as its parent was (Linux reparent_leader).
+                self._notify_parent(child)
+        self._notify_parent(tg)
+
+    def _notify_parent(self, tg: ThreadGroup) -> None:
+        """Tell the parent of ended ``tg`` (Linux ``do_notify_parent``): its
+        exit signal with its pid and status, and a wake-up for a wait4 in
+        progress; when the parent ignores SIGCHLD (or set SA_NOCLDWAIT) it is
+        reaped at once (POSIX.1-2001), and with no live parent it is released."""
+        status = tg.exit_status
+        assert status is not None
         parent = tg.parent
-        if parent is not None and parent.exit_status is None:
-            if tg.exit_signal:
-                code, value = (1, status.code) if not status.signal else (3 if status.core else 2, status.signal)
-                signals.send_group(parent, tg.exit_signal, signals.siginfo(
-                    tg.exit_signal, code, pid=tg.tgid, uid=tg.leader.fs.creds.uid, status=value))
-            for t in parent.live_tasks:
-                self.wake(t)
         if parent is None or parent.exit_status is not None:
             self.tasks.pop(tg.tgid, None)
-        elif parent.leader.actions.get(host_signal.SIGCHLD, SignalAction()).handler == 1 or (
-            parent.leader.actions.get(host_signal.SIGCHLD, SignalAction()).flags & signals.SA_NOCLDWAIT
-        ):
-            # SIGCHLD set to SIG_IGN, or SA_NOCLDWAIT: children are reaped at once (POSIX.1-2001).
+            return
+        if tg.exit_signal:
+            code, value = (1, status.code) if not status.signal else (3 if status.core else 2, status.signal)
+            signals.send_group(parent, tg.exit_signal, signals.siginfo(
+                tg.exit_signal, code, pid=tg.tgid, uid=tg.leader.fs.creds.uid, status=value))
+        for t in parent.live_tasks:
+            self.wake(t)
+        act = parent.leader.actions.get(host_signal.SIGCHLD, SignalAction())
+        if act.handler == 1 or act.flags & signals.SA_NOCLDWAIT:
             parent.children.remove(tg)
             self.tasks.pop(tg.tgid, None)
 

@@ -18,7 +18,7 @@ import signal as sig_names
 import struct
 from typing import TYPE_CHECKING
 
-from ..arch import USER_CS, USER_DS, XSAVE_SIZE
+from ..arch import USER_CS, USER_DS, XSAVE_SIZE, default_xsave
 from ..errors import SyscallError
 from .task import SignalAction
 
@@ -52,6 +52,12 @@ ERESTARTSYS = 512
 
 def action(task: Task, sig: int) -> SignalAction:
     return task.actions.get(sig, SignalAction())
+
+
+def fatal(task: Task, sig: int) -> bool:
+    """Whether ``sig``'s disposition for ``task`` ends the process (Linux
+    ``sig_fatal``: the default action, and it is neither ignore nor stop)."""
+    return action(task, sig).handler == 0 and sig not in DEFAULT_IGNORE and sig not in DEFAULT_STOP
 
 
 def is_ignored(task: Task, sig: int) -> bool:
@@ -261,6 +267,11 @@ def _push_frame(task: Task, sig: int, act: SignalAction, info: bytes) -> None:
     uc += struct.pack("<Q", saved_mask)
     mm.copy_out(fpstate, bytes(regs.fpstate))
     mm.copy_out(frame, struct.pack("<Q", act.restorer) + uc + info)
+    # The handler starts with a fresh FP state (Linux fpu__clear_user_states):
+    # default MXCSR and x87 control word, empty x87 stack, zero vector
+    # registers, whatever the interrupted code had set (a rounding mode,
+    # unmasked exceptions). rt_sigreturn brings the saved state back.
+    regs.fpstate = default_xsave()
     regs.rdi, regs.rsi, regs.rdx = sig, frame + SIGINFO_OFFSET, frame + UC_OFFSET
     regs.rax = 0
     regs.rsp, regs.rip = frame, act.handler

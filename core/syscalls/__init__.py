@@ -69,6 +69,21 @@ class Block(Exception):
     ends."""
 
 
+def handler_pending(task: Task) -> bool:
+    """Whether a signal that will run a handler is pending and unblocked.
+
+    A parked call that Linux never restarts after a handler (sleeps return
+    -ERESTART_RESTARTBLOCK, pause and sigsuspend -ERESTARTNOHAND) checks this
+    when it is served again, and fails EINTR, whatever SA_RESTART says
+    (signal(7), "Interruption of system calls by signal handlers"). Other
+    parked calls are interrupted by the kernel (EINTR, or a restart with
+    SA_RESTART)."""
+    from ..kernel import signals
+
+    sig = signals.deliverable(task)
+    return sig != 0 and signals.action(task, sig).handler not in (0, 1)
+
+
 class TaskExit(Exception):
     """Raised by exit and exit_group: the task (or its thread group) ends."""
 

@@ -54,7 +54,10 @@ def sys_sysinfo(task: Task, addr: int) -> int:
     uptime = task.kernel.timekeeper.monotonic() // 10**9
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    # struct sysinfo: uptime, loads[3], totalram, freeram, sharedram,
+    # bufferram, totalswap, freeswap, procs (u16, padded), totalhigh,
+    # freehigh, mem_unit.
     data = struct.pack("<q3Q6QH6xQQI", uptime, 0, 0, 0, total, free, 0, 0, 0, 0,
-                       len(task.kernel.tasks), 0, 0, 1)
+                       min(len(task.kernel.tasks), 0xFFFF), 0, 0, 1)
     task.mm.copy_out(addr, data.ljust(112, b"\0"))
     return 0

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import SyscallError
 from ..kernel import signals
 from ..kernel.task import SignalAction
-from . import Block, syscall
+from . import Block, handler_pending, syscall
 
 if TYPE_CHECKING:
     from ..kernel.task import Task, ThreadGroup
@@ -21,6 +21,7 @@ SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
 SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (kernel's struct sigaction)
 UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
 SI_TKILL = -6
+SS_AUTODISARM, MINSIGSTKSZ = 1 << 31, 2048
 
 
 @syscall("rt_sigaction", "ippi")
@@ -67,16 +68,26 @@ def sys_rt_sigprocmask(task: Task, how: int, set_addr: int, old_addr: int, sigse
 
 @syscall("sigaltstack", "pp")
 def sys_sigaltstack(task: Task, ss: int, old: int) -> int:
+    """sigaltstack(2) (Linux ``do_sigaltstack``): the old stack's flags are
+    SS_ONSTACK while the task runs on it and SS_DISABLE when there is none;
+    the stack in use cannot be changed (EPERM); disabling forgets it."""
+    sp, flags, size = task.altstack
+    on_stack = not flags & (signals.SS_DISABLE | SS_AUTODISARM) and sp < task.regs.rsp <= sp + size
     if old:
-        sp, flags, size = task.altstack
-        task.mm.copy_out(old, struct.pack("<QiiQ", sp, flags, 0, size))
+        state = signals.SS_DISABLE if flags & signals.SS_DISABLE else signals.SS_ONSTACK if on_stack else 0
+        task.mm.copy_out(old, struct.pack("<QIiQ", sp, state | (flags & SS_AUTODISARM), 0, size))
     if ss:
-        sp, flags, _, size = struct.unpack("<QiiQ", task.mm.copy_in(ss, 24))
-        if flags & ~(2 | (1 << 31)):
+        sp, flags, _, size = struct.unpack("<QIiQ", task.mm.copy_in(ss, 24))
+        if on_stack:
+            raise SyscallError(errno.EPERM)
+        mode = flags & ~SS_AUTODISARM
+        if mode not in (0, signals.SS_ONSTACK, signals.SS_DISABLE):
             raise SyscallError(errno.EINVAL)
-        if not flags & 2 and size < 2048:
+        if mode == signals.SS_DISABLE:
+            sp = size = 0
+        elif size < MINSIGSTKSZ:
             raise SyscallError(errno.ENOMEM)
-        task.altstack = (sp, flags, size)
+        task.altstack = (sp, flags & (signals.SS_DISABLE | SS_AUTODISARM), size)
     return 0
 
 
@@ -252,12 +263,16 @@ def sys_rt_sigsuspend(task: Task, addr: int, sigsetsize: int) -> int:
         (mask,) = struct.unpack("<Q", task.mm.copy_in(addr, 8))
         task.suspend_mask = task.sigmask
         task.sigmask = mask & ~UNBLOCKABLE
+    if handler_pending(task):
+        raise SyscallError(errno.EINTR)  # never restarted, even with SA_RESTART (-ERESTARTNOHAND)
     raise Block()
 
 
 @syscall("pause")
 def sys_pause(task: Task) -> int:
     """Wait for a signal; EINTR once a handler ran."""
+    if handler_pending(task):
+        raise SyscallError(errno.EINTR)  # never restarted, even with SA_RESTART (-ERESTARTNOHAND)
     raise Block()
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..kernel import timers
-from . import Block, syscall, to_signed
+from . import Block, handler_pending, syscall, to_signed
 
 if TYPE_CHECKING:
     from ..kernel.task import Task
@@ -50,18 +50,28 @@ def sys_time(task: Task, addr: int) -> int:
     return sec
 
 
-def _sleep_until(task: Task, clock: int, deadline_ns: int) -> None:
+def _sleep_until(task: Task, clock: int, deadline_ns: int, rem: int = 0) -> None:
     """Wait until ``clock`` reaches ``deadline_ns`` without stalling the other
     tasks: the task parks (Block) with a wake-up time and the call is served
     again when it is due. The first attempt's deadline is kept for the retries
-    (``task.wake_at``), so a relative sleep does not start over."""
+    (``task.wake_at``), so a relative sleep does not start over.
+
+    A signal that runs a handler ends the sleep with EINTR, SA_RESTART or not
+    (Linux: -ERESTART_RESTARTBLOCK), and the time left goes to ``rem`` if
+    given (Linux ``do_nanosleep``)."""
     tk = task.kernel.timekeeper
     if task.wake_at is None:
         task.wake_at = (clock, deadline_ns)
     clock, deadline_ns = task.wake_at
-    if deadline_ns - tk.now(clock) <= 0:
+    left = deadline_ns - tk.now(clock)
+    if left <= 0:
         task.wake_at = None
         return
+    if handler_pending(task):
+        task.wake_at = None
+        if rem:
+            task.mm.copy_out(rem, TIMESPEC.pack(left // 10**9, left % 10**9))
+        raise SyscallError(errno.EINTR)
     raise Block()
 
 
@@ -76,7 +86,7 @@ def _timespec(task: Task, addr: int) -> int:
 def sys_nanosleep(task: Task, req: int, rem: int) -> int:
     dur = _timespec(task, req)
     tk = task.kernel.timekeeper
-    _sleep_until(task, 1, tk.monotonic() + dur)
+    _sleep_until(task, 1, tk.monotonic() + dur, rem)
     return 0
 
 
@@ -88,7 +98,7 @@ def sys_clock_nanosleep(task: Task, clock: int, flags: int, req: int, rem: int) 
     tk.now(clock)
     t = _timespec(task, req)
     deadline = t if flags & TIMER_ABSTIME else tk.now(clock) + t
-    _sleep_until(task, clock, deadline)
+    _sleep_until(task, clock, deadline, 0 if flags & TIMER_ABSTIME else rem)
     return 0
 
 

@@ -21,8 +21,31 @@ PYRUNSC = Path(sys.executable).parent / "pyrunsc"
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build static test programs")
 
 
-def build(src: Path, out: Path) -> None:
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(src)], check=True, capture_output=True)
+#: Programs whose output is compared with the same binary run natively, and
+#: the command each runs under natively: reparent must be PID 1, as it is in
+#: the sandbox, so it runs in a new PID namespace.
+COMPARED = {
+    "waitstatus": [],
+    "pingpong": [],
+    "sigregs": [],
+    "altstack": [],
+    "eintr": [],
+    "reparent": ["unshare", "--pid", "--fork", "--kill-child"],
+}
+
+
+def build(bin_dir: Path, names: list[str]) -> None:
+    """gcc -static each tests/kernel/c/NAME.c into bin_dir/NAME, all at once
+    (pie with -static-pie)."""
+    builds = {
+        name: subprocess.Popen(
+            ["gcc", "-static-pie" if name == "pie" else "-static", "-O1", "-o", str(bin_dir / name),
+             str(HERE / "c" / f"{name}.c")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for name in names
+    }
+    for name, proc in builds.items():
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"gcc {name}.c:\n{out.decode()}"
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +54,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bin_dir = b / "rootfs" / "bin"
     bin_dir.mkdir(parents=True)
     (b / "rootfs" / "tmp").mkdir()
-    for name in ("syscalls", "segv", "signals"):
-        build(HERE / "c" / f"{name}.c", bin_dir / name)
-    subprocess.run(["gcc", "-static-pie", "-O1", "-o", str(bin_dir / "pie"), str(HERE / "c" / "pie.c")], check=True,
-                   capture_output=True)
+    build(bin_dir, ["syscalls", "segv", "signals", "pie", *COMPARED])
     shutil.copy2("/bin/busybox", bin_dir / "busybox")
     for applet in ("sh", "sleep", "echo", "cat", "true"):
         os.symlink("busybox", bin_dir / applet)
@@ -70,6 +90,27 @@ def test_signal_delivery(bundle: Path, tmp_path: Path) -> None:
     failed = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
     assert not failed, "\n".join(failed)
     assert r.stdout.rstrip().endswith("0 failures") and r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("name", list(COMPARED))
+def test_same_as_native(bundle: Path, tmp_path: Path, name: str) -> None:
+    """Processes and signals, checked by the program itself ("ok"/"FAIL"
+    lines) and compared line by line with the same binary run natively:
+    wait status words (waitstatus), pipe ping-pong (pingpong), registers
+    across a handler (sigregs), SIGSEGV on an alternate stack (altstack),
+    EINTR against SA_RESTART (eintr), orphans and zombies reaped by init
+    (reparent)."""
+    prefix = COMPARED[name]
+    if prefix and shutil.which(prefix[0]) is None:
+        pytest.skip(f"needs {prefix[0]} to run the native side")
+    spec(bundle, [f"/bin/{name}"])
+    got = pyrunsc(tmp_path, "run", "--bundle", str(bundle), name)
+    failed = [line for line in got.stdout.splitlines() if line.startswith("FAIL")]
+    assert not failed and got.returncode == 0, "\n".join(failed) + got.stderr
+    native = subprocess.run([*prefix, str(bundle / "rootfs" / "bin" / name)], capture_output=True, text=True,
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert native.returncode == 0 and native.stdout.rstrip().endswith("\n0 failures"), native.stdout + native.stderr
+    assert got.stdout == native.stdout
 
 
 def test_sigsegv_kills_only_the_process_with_139(bundle: Path, tmp_path: Path) -> None:

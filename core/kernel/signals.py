@@ -233,6 +233,7 @@ def deliver(task: Task) -> bool:
             tg.stop_signal = sig
             tg.report = ("stopped", sig)
             _notify_parent(tg, CLD_STOPPED, sig)
+            _restore_sigmask(task)
             return True
         if act.handler == 0:
             task.kill_signal = sig
@@ -243,7 +244,18 @@ def deliver(task: Task) -> bool:
             task.kill_signal = int(sig_names.SIGSEGV)  # Linux force_sigsegv: no room for the frame
             return False
         return True
+    _restore_sigmask(task)
     return True
+
+
+def _restore_sigmask(task: Task) -> None:
+    """No handler ran for the signal that interrupted rt_sigsuspend (or
+    ppoll, pselect6): the usual mask comes back before the call restarts
+    (Linux ``restore_saved_sigmask``)."""
+    if task.restore_sigmask:
+        task.restore_sigmask = False
+        if task.suspend_mask is not None:
+            task.sigmask, task.suspend_mask = task.suspend_mask, None
 
 
 def _push_frame(task: Task, sig: int, act: SignalAction, info: bytes) -> None:
@@ -259,6 +271,7 @@ def _push_frame(task: Task, sig: int, act: SignalAction, info: bytes) -> None:
     frame = ((fpstate - FRAME_SIZE) & ~15) - 8
     saved_mask = task.sigmask if task.suspend_mask is None else task.suspend_mask
     task.suspend_mask = None  # rt_sigsuspend's mask lasts until this handler
+    task.restore_sigmask = False
     mcontext = struct.pack("<18Q", *(getattr(regs, r) for r in SIGCONTEXT_REGS))
     mcontext += struct.pack("<4H", regs.cs & 0xFFFF, 0, 0, regs.ss & 0xFFFF)
     mcontext += struct.pack("<5Q", 0, 0, saved_mask, 0, fpstate) + bytes(64)
@@ -339,7 +352,10 @@ def interrupt_blocked_call(task: Task) -> None:
         waiter.cancel()
     task.waiter = None
     if not handler and task.suspend_mask is not None:
-        task.sigmask, task.suspend_mask = task.suspend_mask, None
+        # The signal is acted on under the temporary mask (a fatal one ends
+        # the task even if the usual mask blocks it); deliver() puts the
+        # usual mask back afterwards.
+        task.restore_sigmask = True
     if not handler or (act.flags & SA_RESTART and restart):
         regs.rax = regs.orig_rax
         regs.rip -= 2  # back onto the syscall instruction

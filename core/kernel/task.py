@@ -131,6 +131,9 @@ class Task:
     kill_signal: int = 0
     #: The mask to restore after the handler when rt_sigsuspend replaced it.
     suspend_mask: int | None = None
+    #: Put ``suspend_mask`` back once pending signals were acted on without
+    #: a handler (the interrupted call then restarts).
+    restore_sigmask: bool = False
     #: When a parked sleep is due: (clock id, ns on that clock); None otherwise.
     wake_at: tuple[int, int] | None = None
     #: What a parked call waits on, with a ``cancel()`` the kernel calls when

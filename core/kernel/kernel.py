@@ -306,6 +306,22 @@ class Kernel:
         foreground run), as if sent by the kernel to the container's init."""
         signals.send_group(task.tg, sig, signals.siginfo(sig, signals.SI_KERNEL))
 
+    def task_state(self, task: Task) -> str:
+        """``task``'s state as /proc shows it (Linux ``task_state_array``):
+        ``Z`` exited and not yet reaped (a zombie), ``T`` its process is
+        stopped (job control), ``R`` running (the task whose system call is
+        being served) or ready to run, ``S`` sleeping (parked in a blocking
+        call, or in none of the run queues). Run-loop thread only."""
+        if task.exit_status is not None:
+            return "Z"
+        if task is self.current:
+            return "R"
+        if task.tg.stop_signal:
+            return "T"
+        if task in self._runnable or task in self._stopped:
+            return "R"  # (in _stopped with its process continued: about to run)
+        return "S"
+
     # Running.
 
     def run(self, init: Task) -> ExitStatus:

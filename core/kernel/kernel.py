@@ -16,6 +16,7 @@ import os
 import signal as host_signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..arch import Registers
@@ -34,6 +35,7 @@ from ..vfs.vfs import VirtualFilesystem
 from . import signals, timers
 from .auth import Credentials
 from .futex import FutexManager, release_at_exit
+from .interrupt import Interrupted
 from .interrupt import handled as interrupt_handled
 from .task import SignalAction, Task, ThreadGroup, default_rlimits
 from .time import Timekeeper
@@ -116,6 +118,8 @@ class Kernel:
     _stopped: list[Task] = field(default_factory=list)
     #: Host monotonic ns when the next interval or POSIX timer is due; 0 for none.
     timer_due: int = 0
+    #: Functions other threads hand to the run loop (:meth:`call_in_loop`).
+    _calls: deque[Callable[[], None]] = field(default_factory=deque)
 
     # Creating processes.
 
@@ -324,6 +328,34 @@ class Kernel:
 
     # Running.
 
+    def call_in_loop(self, fn: Callable[[], None]) -> None:
+        """Have the run loop call ``fn()`` at the top of its next turn, where
+        no task is half-way through a change (a control request reading the
+        tasks). Any thread; the caller wakes the loop if it must not wait
+        for the next turn (at most 50 ms when every task is parked)."""
+        self._calls.append(fn)
+
+    def run_calls(self) -> None:
+        """Call, in order, the functions handed in with :meth:`call_in_loop`.
+        Run-loop thread only; no task is :attr:`current` while they run. An
+        exception from one is logged, not raised (a failed request must not
+        end the sandbox), but for :class:`~.interrupt.Interrupted`: run from
+        a signal handler during a blocking host call, the calls give way to a
+        host signal that aborts that call; those not run yet stay queued."""
+        calls = self._calls
+        current, self.current = self.current, None  # no task is being served meanwhile
+        try:
+            while calls:
+                fn = calls.popleft()
+                try:
+                    fn()
+                except Interrupted:
+                    raise  # a host signal aborts the blocking call these ran in (see interrupt.py)
+                except Exception:
+                    log.exception("a call handed to the run loop failed")
+        finally:
+            self.current = current
+
     def run(self, init: Task) -> ExitStatus:
         """Run the sandbox until ``init``'s process exits or is killed; returns
         how it ended.
@@ -351,6 +383,8 @@ class Kernel:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
                 self.signal_from_host(init, sig)
+            if self._calls:
+                self.run_calls()
             if self.timer_due and time.monotonic_ns() >= self.timer_due:
                 timers.fire(self)
             if self._woken:

@@ -626,6 +626,20 @@ def test_states_of_threads(vfs: VirtualFilesystem, ctx: FSContext, kernel: Kerne
     assert [states(vfs, ctx, f"/proc/2/task/{tid}")[0] for tid in (2, 3, 4)] == ["Z", "T", "T"]
 
 
+def test_no_task_is_current_while_loop_calls_run(kernel: Kernel, init: Task) -> None:
+    """Calls handed to the run loop (control requests) run with no task
+    being served, so the last one served shows as what it is (parked)."""
+    kernel._blocked.append(init)
+    seen: list[object] = []
+    kernel.call_in_loop(lambda: seen.append((kernel.current, kernel.task_state(init))))
+    kernel.call_in_loop(lambda: 1 / 0)  # logged, not raised: the next call still runs
+    kernel.call_in_loop(lambda: seen.append("after"))
+    kernel.run_calls()
+    assert seen == [(None, "S"), "after"]
+    assert kernel.current is init and kernel.task_state(init) == "R"
+    assert not kernel._calls
+
+
 # Access checks.
 
 

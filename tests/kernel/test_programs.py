@@ -388,15 +388,12 @@ def test_ps_of_a_detached_container(bundle: Path, tmp_path: Path) -> None:
     assert re.search(rf"^host: sentry {state['pid']} \+ 3 stubs: CPU \d+\.\d% \(\d+\.\d\d s\), RSS [\d.]+ MiB",
                      r.stdout, re.M), r.stdout
 
-    # Ended, the sandbox removes its socket; ps then says it is not running.
-    assert pyrunsc(tmp_path, "kill", "ps1", "TERM").returncode == 0
+    # Killed outright (host SIGKILL), the sandbox leaves its socket behind: ps says it is not running,
+    # and delete removes the rest.
+    assert pyrunsc(tmp_path, "kill", "ps1", "KILL").returncode == 0
     deadline = time.monotonic() + 10
     while json.loads(pyrunsc(tmp_path, "state", "ps1").stdout)["status"] != "stopped":
         assert time.monotonic() < deadline, "the container did not stop"
-        time.sleep(0.05)
-    gone = time.monotonic() + 10
-    while (tmp_path / "ps1" / "control.sock").exists():
-        assert time.monotonic() < gone, "the control socket was left behind"
         time.sleep(0.05)
     r = pyrunsc(tmp_path, "ps", "ps1")
     assert r.returncode == 1 and "container 'ps1' is not running" in r.stderr, r.stderr
@@ -404,6 +401,29 @@ def test_ps_of_a_detached_container(bundle: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "ps1").exists()
     r = pyrunsc(tmp_path, "ps", "ps1")
     assert r.returncode == 1 and "container 'ps1' does not exist" in r.stderr, r.stderr
+
+
+def test_the_control_socket_goes_with_the_sandbox(bundle: Path, tmp_path: Path) -> None:
+    """A sandbox whose init exits removes its control socket; its state stays
+    until delete."""
+    spec(bundle, ["sleep", "2"])
+    with (tmp_path / "out").open("w") as out:
+        assert pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "s1", stdout=out,
+                       stderr=out).returncode == 0
+    wait_running(tmp_path, "s1")
+    assert [q["args"] for q in ps_json(tmp_path, "s1")["processes"]] == [["sleep", "2"]]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while json.loads(pyrunsc(tmp_path, "state", "s1").stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline, "the container did not stop"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while (tmp_path / "s1" / "control.sock").exists():
+        assert time.monotonic() < deadline, "the control socket was left behind"
+        time.sleep(0.05)
+    assert sorted(p.name for p in (tmp_path / "s1").iterdir()) == ["state.json"]
+    r = pyrunsc(tmp_path, "ps", "s1")
+    assert r.returncode == 1 and "container 's1' is not running (status stopped)" in r.stderr, r.stderr
+    assert pyrunsc(tmp_path, "delete", "s1").returncode == 0
 
 
 def test_ps_of_a_foreground_container_with_threads(bundle: Path, tmp_path: Path) -> None:

@@ -602,6 +602,56 @@ def list_cmd(state: State, fmt: str) -> None:
     stdout_console().print(table)
 
 
+@cli.command("ps")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help=_FORMAT_HELP)
+@click.argument("container_id")
+@click.pass_obj
+def ps_cmd(state: State, fmt: str, container_id: str) -> None:
+    """List the processes of a running container, and the host resources its sandbox uses."""
+
+    from .control import command_line, ps_report
+
+    report = ps_report(_store(state), container_id)
+    if fmt == "json":
+        emit_json(report)
+        return
+    table = Table(title=f"processes of container {cell(container_id)}", title_justify="left")
+    for col in ("UID", "PID", "PPID", "THREADS", "STATE", "STIME", "COMMAND"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("UID", "PID", "PPID", "THREADS") else "left")
+    for p in report["processes"]:
+        table.add_row(str(p["uid"]), str(p["pid"]), str(p["ppid"]), str(len(p["threads"])), p["state"], p["stime"],
+                      cell(command_line(p)))
+    console = stdout_console()
+    console.print(table)
+    console.print(escape(host_summary(report["host"])))
+
+
+def _size(n: int) -> str:
+    """Bytes in binary units, one decimal: ``85.1 MiB``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, i = float(n), 0
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    return f"{n} B" if i == 0 else f"{value:.1f} {units[i]}"
+
+
+def host_summary(host: dict[str, Any]) -> str:
+    """The host-usage line under ``pyrunsc ps``'s table: ``host: sentry 4242
+    + 3 stubs + gofer 4240: CPU 1.5% (0.61 s), RSS 84.5 MiB, PSS 58.4 MiB``."""
+    procs = host["processes"]
+    parts = [f"{r['role']} {r['pid']}" for r in procs if r["role"] != "stub"]
+    stubs = sum(1 for r in procs if r["role"] == "stub")
+    if stubs:
+        parts.insert(1 if parts and procs[0]["role"] == "sentry" else 0, f"{stubs} stub{'s' if stubs > 1 else ''}")
+    line = (f"host: {' + '.join(parts) or 'no process'}: CPU {host['cpu_percent']:.1f}% ({host['cpu_time']:.2f} s), "
+            f"RSS {_size(host['rss'])}")
+    if host["pss"] is not None:
+        line += f", PSS {_size(host['pss'])}"
+    return line
+
+
 @cli.command("kill")
 @click.argument("container_id")
 @click.argument("signal_name", metavar="[SIGNAL]", required=False, default="TERM")

@@ -5,7 +5,9 @@ its end (gVisor ``runsc/sandbox`` and ``runsc/cmd/boot.go``).
 the caller's stdio) and, in the foreground, waits for it and exits with the
 container's status: its exit code, or 128+N when a signal N killed it. With
 ``--detach`` it returns once the container runs. Signals sent to the sandbox
-process (``pyrunsc kill``) are forwarded to the container's init.
+process (``pyrunsc kill``) are forwarded to the container's init. While the
+container runs, its sentry answers control requests (``pyrunsc ps``) on a
+socket in the container's state folder (:mod:`.control`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import NoReturn
 import psutil
 
 from .config import Config
+from .control import SOCKET_NAME, ControlServer
 from .errors import PyrunscError
 from .kernel.interrupt import interrupt
 from .loader import boot
@@ -99,6 +102,12 @@ def run_sandbox(
         kernel.interrupt()
         interrupt()  # cut short a sleep or a read of the caller's stdin
 
+    control = ControlServer(kernel, store.path(cid) / SOCKET_NAME)
+    try:
+        control.start()
+    except OSError as e:
+        sandbox.close()
+        raise PyrunscError(f"container {cid!r}: cannot make its control socket: {e.strerror or e}") from None
     for s in FORWARDED:
         signal.signal(s, forward)
     me = psutil.Process()
@@ -107,6 +116,7 @@ def run_sandbox(
     try:
         status = kernel.run(init)
     finally:
+        control.close()
         for s in FORWARDED:
             signal.signal(s, signal.SIG_DFL)
         sandbox.close()
@@ -136,6 +146,11 @@ def start(
     except BaseException:
         store.delete(cid)
         raise
+    if gofer is not None and gofer.process is not None:
+        with contextlib.suppress(psutil.Error):
+            state.gofer_pid = gofer.process.pid
+            state.gofer_start_time = psutil.Process(gofer.process.pid).create_time()
+            store.save(state)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()

@@ -3,8 +3,9 @@
 
 Each container has ``<root>/<id>/state.json``, written atomically: the OCI
 state (ociVersion, id, status, pid, bundle, annotations) plus what pyrunsc
-needs to manage it (platform, created, exit status). A container whose
-sandbox process is gone is reported ``stopped``.
+needs to manage it (platform, created, exit status, the gofer's pid). A
+container whose sandbox process is gone is reported ``stopped``. While the
+sandbox runs, the folder also holds its control socket (:mod:`.control`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class ContainerState:
     annotations: dict[str, str] = field(default_factory=dict)
     platform: str = ""
     exit_status: int | None = None
+    #: The gofer serving the container's files (0: none), and its psutil
+    #: create time: ``pyrunsc ps`` counts its resource use.
+    gofer_pid: int = 0
+    gofer_start_time: float = 0.0
 
     def oci(self) -> dict[str, Any]:
         """The OCI state object (``runc state`` output)."""

@@ -47,6 +47,13 @@ def blocking() -> Iterator[None]:
         _blocking = max(_blocking - 1, 0)
 
 
+def in_blocking_call() -> bool:
+    """Whether the sentry is waiting in a host call marked :func:`blocking`.
+    Read it from a signal handler: there the sentry's state is whole (the
+    call could be aborted), so the handler may read the kernel's tasks."""
+    return _blocking > 0
+
+
 def interrupt() -> None:
     """Call from a signal handler: abort the blocking host call in progress, if any."""
     global _pending, _blocking

@@ -16,6 +16,7 @@ import os
 import signal as host_signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..arch import Registers
@@ -34,6 +35,7 @@ from ..vfs.vfs import VirtualFilesystem
 from . import signals, timers
 from .auth import Credentials
 from .futex import FutexManager, release_at_exit
+from .interrupt import Interrupted
 from .interrupt import handled as interrupt_handled
 from .task import SignalAction, Task, ThreadGroup, default_rlimits
 from .time import Timekeeper
@@ -125,6 +127,8 @@ class Kernel:
     _stopped: list[Task] = field(default_factory=list)
     #: Host monotonic ns when the next interval or POSIX timer is due; 0 for none.
     timer_due: int = 0
+    #: Functions other threads hand to the run loop (:meth:`call_in_loop`).
+    _calls: deque[Callable[[], None]] = field(default_factory=deque)
 
     # Creating processes.
 
@@ -331,7 +335,51 @@ class Kernel:
         foreground run), as if sent by the kernel to the container's init."""
         signals.send_group(task.tg, sig, signals.siginfo(sig, signals.SI_KERNEL))
 
+    def task_state(self, task: Task) -> str:
+        """``task``'s state as /proc shows it (Linux ``task_state_array``):
+        ``Z`` exited and not yet reaped (a zombie), ``T`` its process is
+        stopped (job control), ``R`` running (the task whose system call is
+        being served) or ready to run, ``S`` sleeping (parked in a blocking
+        call, or in none of the run queues). Run-loop thread only."""
+        if task.exit_status is not None:
+            return "Z"
+        if task is self.current:
+            return "R"
+        if task.tg.stop_signal:
+            return "T"
+        if task in self._runnable or task in self._stopped:
+            return "R"  # (in _stopped with its process continued: about to run)
+        return "S"
+
     # Running.
+
+    def call_in_loop(self, fn: Callable[[], None]) -> None:
+        """Have the run loop call ``fn()`` at the top of its next turn, where
+        no task is half-way through a change (a control request reading the
+        tasks). Any thread; the caller wakes the loop if it must not wait
+        for the next turn (at most 50 ms when every task is parked)."""
+        self._calls.append(fn)
+
+    def run_calls(self) -> None:
+        """Call, in order, the functions handed in with :meth:`call_in_loop`.
+        Run-loop thread only; no task is :attr:`current` while they run. An
+        exception from one is logged, not raised (a failed request must not
+        end the sandbox), but for :class:`~.interrupt.Interrupted`: run from
+        a signal handler during a blocking host call, the calls give way to a
+        host signal that aborts that call; those not run yet stay queued."""
+        calls = self._calls
+        current, self.current = self.current, None  # no task is being served meanwhile
+        try:
+            while calls:
+                fn = calls.popleft()
+                try:
+                    fn()
+                except Interrupted:
+                    raise  # a host signal aborts the blocking call these ran in (see interrupt.py)
+                except Exception:
+                    log.exception("a call handed to the run loop failed")
+        finally:
+            self.current = current
 
     def run(self, init: Task) -> ExitStatus:
         """Run the sandbox until ``init``'s process exits or is killed; returns
@@ -363,6 +411,8 @@ class Kernel:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
                 self.signal_from_host(init, sig)
+            if self._calls:
+                self.run_calls()
             if self.timer_due and time.monotonic_ns() >= self.timer_due:
                 timers.fire(self)
             if self._woken:

@@ -330,9 +330,11 @@ class ProcSuperblock(SyntheticSuperblock):
         return min(max(0, time.process_time_ns() - self._cpu_base), self.uptime_ns() * self.ncpus())
 
     def running(self) -> int:
-        """Tasks running: the one being served (the others wait for it)."""
+        """Tasks running or ready to run (state R: Linux ``nr_running``)."""
         kernel = self.kernel
-        return 1 if kernel is not None and kernel.current is not None and alive(kernel.current) else 0
+        if kernel is None:
+            return 0
+        return sum(1 for t in kernel.tasks.values() if kernel.task_state(t) == "R")
 
     def last_pid(self) -> int:
         kernel = self.kernel

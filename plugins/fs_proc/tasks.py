@@ -266,10 +266,18 @@ def kb(n: int) -> str:
 # What the files hold.
 
 
+#: The states the kernel tells (``Kernel.task_state``), as status shows them
+#: (Linux ``task_state_array``); stat shows the letter.
+STATE_NAMES = {"R": "R (running)", "S": "S (sleeping)", "T": "T (stopped)", "Z": "Z (zombie)"}
+
+
 def task_state(task: Task) -> str:
     """``R (running)`` for the task whose system call is being served (the
-    one reading, usually), ``S (sleeping)`` for the others."""
-    return "R (running)" if task.kernel.current is task else "S (sleeping)"
+    one reading, usually) and tasks ready to run, ``S (sleeping)`` for tasks
+    parked in a blocking call, ``T (stopped)`` for the tasks of a stopped
+    process, ``Z (zombie)`` for a process that has exited and is not yet
+    reaped (``Kernel.task_state``)."""
+    return STATE_NAMES[task.kernel.task_state(task)]
 
 
 def ppid(task: Task) -> int:

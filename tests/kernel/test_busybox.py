@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(not BUSYBOX.exists(), reason="needs Debian's bus
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWUTS = 0x00020000, 0x04000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 
 
@@ -96,12 +97,22 @@ def run_sandbox(bundle: Path, args: list[str], stdin: bytes = b"") -> tuple[byte
     return r.stdout, r.stderr, r.returncode
 
 
-def run_native(bundle: Path, args: list[str], stdin: bytes = b"") -> tuple[bytes, bytes, int]:
+def run_native(
+    bundle: Path, args: list[str], stdin: bytes = b"", *, own_proc: bool = False
+) -> tuple[bytes, bytes, int]:
+    """``args`` run natively in a chroot of the bundle's rootfs. With
+    ``own_proc`` the rootfs and /proc are mount points, for busybox
+    ``unshare --mount-proc`` to give a new PID namespace its own /proc."""
     rootfs = bundle / "rootfs"
 
     def enter() -> None:
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
         _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+        if own_proc:
+            root = str(rootfs).encode()
+            _check(_libc.mount(root, root, None, MS_BIND, None), "bind the rootfs on itself")
+            _check(_libc.mount(b"none", str(rootfs / "proc").encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                               None), "mount a placeholder on /proc")
         _check(_libc.mount(b"tmpfs", str(rootfs / "tmp").encode(), b"tmpfs", 0, None), "mount tmpfs")
         data = str(rootfs / "data").encode()
         _check(_libc.mount(str(bundle / "data").encode(), data, None, MS_BIND, None), "bind /data")
@@ -224,3 +235,101 @@ def test_tmp_changes_in_one_run(bundle: Path) -> None:
     """mkdir -p, touch and rm leave /tmp as expected (each a separate process)."""
     for args in (["mkdir", "-p", "/tmp/q/r"], ["touch", "/tmp/q/r/f"], ["rm", "-r", "/tmp/q"], ["ls", "/tmp"]):
         same(bundle, args)
+
+
+# ps and top: the sandbox's own processes, as a PID namespace of their own shows them natively.
+
+
+def run_native_pid1(bundle: Path, script: str) -> tuple[bytes, bytes, int]:
+    """``sh -c script`` natively as PID 1 of a new PID namespace with its own
+    /proc (busybox ``unshare``), as the sandbox runs its init."""
+    return run_native(bundle, ["unshare", "-f", "-p", "--mount-proc", "sh", "-c", script], own_proc=True)
+
+
+def mask_top(out: bytes) -> list[str]:
+    """top's lines with what differs from the host (memory and CPU figures,
+    load, sizes) masked: the header's numbers (and the spaces that align
+    them), the VSZ, %VSZ and %CPU columns."""
+    lines = []
+    for line in out.decode().splitlines():
+        if line.startswith(("Mem:", "CPU:", "Load average:")):
+            line = " ".join(re.sub(r"\d+(\.\d+)?", "N", line).split())
+        else:
+            line = re.sub(r"^(\s*\d+\s+\d+\s+\S+\s+\S+)\s+\d+\s+\d+%\s+\d+%", r"\1 VSZ %VSZ %CPU", line)
+        lines.append(line)
+    return lines
+
+
+def test_ps_and_top_list_the_sandbox_processes(bundle: Path) -> None:
+    """busybox ps (two formats) and top see the sandbox's processes with the
+    PIDs, parents, states and commands a native PID namespace gives."""
+    script = "sleep 1 & sleep 1 & sleep 0.3; ps -o pid,ppid,stat,comm,args; ps; top -b -n1"
+    out, err, code = run_sandbox(bundle, ["sh", "-c", script])
+    assert (err, code) == (b"", 0)
+    lines = out.decode().splitlines()
+    assert lines[:5] == [
+        "PID   PPID  STAT COMMAND          COMMAND",
+        f"    1     0 S    sh               sh -c {script}",
+        "    2     1 S    sleep            sleep 1",
+        "    3     1 S    sleep            sleep 1",
+        f"    5     1 R    ps               {{ps}} sh -c {script}",
+    ]
+    assert lines[5:10] == [
+        "PID   USER     COMMAND",
+        f"    1 root     sh -c {script}",
+        "    2 root     sleep 1",
+        "    3 root     sleep 1",
+        f"    6 root     {{ps}} sh -c {script}",
+    ]
+    # top (exec'd by the shell as PID 1): its header, then every process.
+    top = mask_top(b"\n".join(out.splitlines()[10:]))
+    assert top[:4] == [
+        "Mem: NK used, NK free, NK shrd, NK buff, NK cached",
+        "CPU: N% usr N% sys N% nic N% idle N% io N% irq N% sirq",
+        "Load average: N N N N/N N",
+        "  PID  PPID USER     STAT   VSZ %VSZ %CPU COMMAND",
+    ]
+    assert top[4:] == [
+        "    1     0 root     R VSZ %VSZ %CPU top -b -n1",
+        "    2     1 root     S VSZ %VSZ %CPU sleep 1",
+        "    3     1 root     S VSZ %VSZ %CPU sleep 1",
+    ]
+    native_out, native_err, native_code = run_native_pid1(bundle, script)
+    assert (native_err, native_code) == (b"", 0)
+    native = native_out.decode().splitlines()
+    assert lines[:10] == native[:10]
+    assert top == mask_top(b"\n".join(native_out.splitlines()[10:]))
+
+
+def test_ps_of_the_container_command_itself(bundle: Path) -> None:
+    """The shell runs its last command, the ps applet, in PID 1 itself."""
+    out, err, code = run_sandbox(bundle, ["sh", "-c", "sleep 1 & sleep 1 & ps"])
+    assert (out, err, code) == (
+        b"PID   USER     COMMAND\n"
+        b"    1 root     {ps} sh -c sleep 1 & sleep 1 & ps\n"
+        b"    2 root     sleep 1\n"
+        b"    3 root     sleep 1\n",
+        b"", 0,
+    )
+
+
+def test_ps_shows_stopped_and_zombie_processes(bundle: Path) -> None:
+    """T for a process stopped by SIGSTOP, Z for a child its parent never
+    reaps (shown by its name, its memory gone). PIDs are left out: which
+    process forks first differs from run to run."""
+    script = ("(sleep 0.1 & exec sleep 3) & sleep 5 & sleep 0.3; kill -STOP $!; sleep 0.2; "
+              "ps -o stat,comm,args; kill -KILL $!")
+    out, err, code = run_sandbox(bundle, ["sh", "-c", script])
+    assert (err, code) == (b"", 0)
+    rows = out.decode().splitlines()
+    assert rows[0] == "STAT COMMAND          COMMAND"
+    assert sorted(rows[1:]) == [
+        f"R    ps               {{ps}} sh -c {script}",
+        f"S    sh               sh -c {script}",
+        "S    sleep            sleep 3",
+        "T    sleep            sleep 5",
+        "Z    sleep            [sleep]",
+    ]
+    native_out, _, native_code = run_native_pid1(bundle, script)
+    native = native_out.decode().splitlines()
+    assert native_code == 0 and native[0] == rows[0] and sorted(native[1:]) == sorted(rows[1:])

@@ -1,16 +1,18 @@
 """Static C programs, built with ``gcc -static`` here, check single system
 calls precisely inside the sandbox; and the runtime around a container:
-exit status, signals, state, list, kill and delete."""
+exit status, signals, state, list, ps, kill and delete."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bin_dir = b / "rootfs" / "bin"
     bin_dir.mkdir(parents=True)
     (b / "rootfs" / "tmp").mkdir()
-    build(bin_dir, ["syscalls", "segv", "signals", "pie", *COMPARED])
+    build(bin_dir, ["syscalls", "segv", "signals", "pie", "sleepers", *COMPARED])
     shutil.copy2("/bin/busybox", bin_dir / "busybox")
     for applet in ("sh", "sleep", "echo", "cat", "true"):
         os.symlink("busybox", bin_dir / applet)
@@ -339,3 +341,192 @@ def test_an_ignored_signal_from_the_host_is_ignored(bundle: Path, tmp_path: Path
     out, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
     assert out == b"read-returned\n"
+
+
+# pyrunsc ps: the processes of a running container, from its sentry.
+
+
+def wait_running(root: Path, cid: str, p: subprocess.Popen[bytes] | None = None) -> dict[str, object]:
+    """The container's state once it runs."""
+    deadline = time.monotonic() + 20
+    while True:
+        path = root / cid / "state.json"
+        if path.exists():
+            state: dict[str, object] = json.loads(path.read_text())
+            if state["status"] == "running":
+                return state
+        assert time.monotonic() < deadline, "the container did not start"
+        assert p is None or p.poll() is None, "pyrunsc run ended"
+        time.sleep(0.02)
+
+
+def ps_json(root: Path, cid: str, until: object = None) -> dict[str, object]:
+    """``pyrunsc ps --format json``, asked again until ``until(report)`` holds
+    (a child may not have exec'd its program yet)."""
+    deadline = time.monotonic() + 20
+    while True:
+        r = pyrunsc(root, "ps", "--format", "json", cid)
+        assert r.returncode == 0, r.stderr
+        report: dict[str, object] = json.loads(r.stdout)
+        if until is None or until(report):  # type: ignore[operator]
+            return report
+        assert time.monotonic() < deadline, report
+        time.sleep(0.05)
+
+
+def table_rows(out: str) -> list[list[str]]:
+    """The cells of a rich table's header and rows."""
+    return [[c.strip() for c in re.split("[│┃]", line)[1:-1]] for line in out.splitlines()
+            if line.startswith(("│", "┃"))]
+
+
+def test_ps_of_a_detached_container(bundle: Path, tmp_path: Path) -> None:
+    script = "sleep 30 & sleep 30 & wait"
+    spec(bundle, ["sh", "-c", script])
+    with (tmp_path / "out").open("w") as out:
+        r = pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "ps1", stdout=out, stderr=out)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    state = wait_running(tmp_path, "ps1")
+    assert (tmp_path / "ps1" / "control.sock").is_socket()
+
+    def settled(report: dict[str, object]) -> bool:
+        procs = report["processes"]
+        assert isinstance(procs, list)
+        return len(procs) == 3 and all(p["args"] == ["sleep", "30"] for p in procs[1:])
+
+    report = ps_json(tmp_path, "ps1", settled)
+    assert report["id"] == "ps1"
+    procs = report["processes"]
+    assert isinstance(procs, list)
+    assert [(p["uid"], p["pid"], p["ppid"], p["threads"], p["state"], p["cmd"], p["args"]) for p in procs] == [
+        (0, 1, 0, [1], "S", "sh", ["sh", "-c", script]),
+        (0, 2, 1, [2], "S", "sleep", ["sleep", "30"]),
+        (0, 3, 1, [3], "S", "sleep", ["sleep", "30"]),
+    ]
+    for p in procs:
+        assert list(p) == ["uid", "pid", "ppid", "threads", "state", "stime", "started", "cmd", "args"]
+        assert re.fullmatch(r"\d\d:\d\d", p["stime"]) or re.fullmatch(r"[A-Z][a-z]{2}\d\d", p["stime"])
+        assert abs(time.time() - datetime.fromisoformat(p["started"]).timestamp()) < 60
+    host = report["host"]
+    assert isinstance(host, dict)
+    roles = [(r["role"], r["pid"]) for r in host["processes"]]
+    assert roles[0] == ("sentry", state["pid"])
+    assert [role for role, _ in roles[1:]] == ["stub"] * 3  # one per address space (direct file access: no gofer)
+    assert host["rss"] > 0 and host["cpu_time"] >= 0 and host["cpu_percent"] >= 0
+
+    # The table: one row per process, and the host's figures under it.
+    r = pyrunsc(tmp_path, "ps", "ps1")
+    assert r.returncode == 0, r.stderr
+    rows = table_rows(r.stdout)
+    assert rows[0] == ["UID", "PID", "PPID", "THREADS", "STATE", "STIME", "COMMAND"]
+    assert [row[:5] + row[6:] for row in rows[1:]] == [
+        ["0", "1", "0", "1", "S", f"sh -c {script}"],
+        ["0", "2", "1", "1", "S", "sleep 30"],
+        ["0", "3", "1", "1", "S", "sleep 30"],
+    ]
+    assert re.search(rf"^host: sentry {state['pid']} \+ 3 stubs: CPU \d+\.\d% \(\d+\.\d\d s\), RSS [\d.]+ MiB",
+                     r.stdout, re.M), r.stdout
+
+    # Killed outright (host SIGKILL), the sandbox leaves its socket behind: ps says it is not running,
+    # and delete removes the rest.
+    assert pyrunsc(tmp_path, "kill", "ps1", "KILL").returncode == 0
+    deadline = time.monotonic() + 10
+    while json.loads(pyrunsc(tmp_path, "state", "ps1").stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline, "the container did not stop"
+        time.sleep(0.05)
+    r = pyrunsc(tmp_path, "ps", "ps1")
+    assert r.returncode == 1 and "container 'ps1' is not running" in r.stderr, r.stderr
+    assert pyrunsc(tmp_path, "delete", "ps1").returncode == 0
+    assert not (tmp_path / "ps1").exists()
+    r = pyrunsc(tmp_path, "ps", "ps1")
+    assert r.returncode == 1 and "container 'ps1' does not exist" in r.stderr, r.stderr
+
+
+def test_the_control_socket_goes_with_the_sandbox(bundle: Path, tmp_path: Path) -> None:
+    """A sandbox whose init exits removes its control socket; its state stays
+    until delete."""
+    spec(bundle, ["sleep", "2"])
+    with (tmp_path / "out").open("w") as out:
+        assert pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "s1", stdout=out,
+                       stderr=out).returncode == 0
+    wait_running(tmp_path, "s1")
+    assert [q["args"] for q in ps_json(tmp_path, "s1")["processes"]] == [["sleep", "2"]]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while json.loads(pyrunsc(tmp_path, "state", "s1").stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline, "the container did not stop"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while (tmp_path / "s1" / "control.sock").exists():
+        assert time.monotonic() < deadline, "the control socket was left behind"
+        time.sleep(0.05)
+    assert sorted(p.name for p in (tmp_path / "s1").iterdir()) == ["state.json"]
+    r = pyrunsc(tmp_path, "ps", "s1")
+    assert r.returncode == 1 and "container 's1' is not running (status stopped)" in r.stderr, r.stderr
+    assert pyrunsc(tmp_path, "delete", "s1").returncode == 0
+
+
+def test_ps_of_a_foreground_container_with_threads(bundle: Path, tmp_path: Path) -> None:
+    """Asked from another process while the shell waits in a read of the
+    caller's stdin (the sentry blocked in a host read): ps answers, with the
+    threads /proc/PID/task lists, and the read goes on undisturbed."""
+    spec(bundle, ["sh", "-c", "/bin/sleepers 2 & sleep 0.5; echo $!; busybox ls /proc/$!/task | busybox xargs; "
+                              "read x; echo got $x"])
+    p = subprocess.Popen([str(PYRUNSC), "--root", str(tmp_path), "--file-access", "direct", "run", "--bundle",
+                          str(bundle), "fg"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        pid = int(p.stdout.readline())
+        tids = [int(t) for t in p.stdout.readline().split()]
+        assert len(tids) == 3 and tids[0] == pid
+        wait_running(tmp_path, "fg", p)
+        report = ps_json(tmp_path, "fg")
+        procs = {q["pid"]: q for q in report["processes"]}  # type: ignore[attr-defined]
+        assert procs[1]["state"] == "S" and procs[1]["args"][:2] == ["sh", "-c"]
+        assert procs[pid]["threads"] == tids and procs[pid]["state"] == "S"
+        assert (procs[pid]["cmd"], procs[pid]["args"], procs[pid]["ppid"]) == ("sleepers", ["/bin/sleepers", "2"], 1)
+        out, err = p.communicate(b"line\n", timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert out == b"got line\n"
+    assert not (tmp_path / "fg").exists()  # the foreground container is deleted, socket and all
+
+
+def test_ps_while_a_task_computes(bundle: Path, tmp_path: Path) -> None:
+    """A task running without system calls is interrupted for the answer."""
+    spec(bundle, ["sh", "-c", "while :; do :; done"])
+    with (tmp_path / "out").open("w") as out:
+        assert pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "busy", stdout=out,
+                       stderr=out).returncode == 0
+    try:
+        wait_running(tmp_path, "busy")
+        time.sleep(0.3)
+        start = time.monotonic()
+        report = ps_json(tmp_path, "busy")
+        assert time.monotonic() - start < 5
+        procs = report["processes"]
+        assert isinstance(procs, list)
+        assert [(q["pid"], q["state"]) for q in procs] == [(1, "R")]
+    finally:
+        assert pyrunsc(tmp_path, "delete", "--force", "busy").returncode == 0
+
+
+def test_term_ends_a_shell_waiting_for_its_jobs(bundle: Path, tmp_path: Path) -> None:
+    """``pyrunsc kill ID TERM`` while init's shell sits in ``wait`` (which
+    blocks SIGTERM outside rt_sigsuspend): the signal is acted on under
+    sigsuspend's mask and ends the container with 143, as on Linux."""
+    spec(bundle, ["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    with (tmp_path / "out").open("w") as out:
+        r = pyrunsc(tmp_path, "run", "--detach", "--bundle", str(bundle), "term1", stdout=out, stderr=out)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    wait_running(tmp_path, "term1")
+    time.sleep(0.5)  # into wait
+    assert pyrunsc(tmp_path, "kill", "term1", "TERM").returncode == 0
+    deadline = time.monotonic() + 10
+    while (state := json.loads(pyrunsc(tmp_path, "state", "term1").stdout))["status"] != "stopped":
+        assert time.monotonic() < deadline, "SIGTERM did not end the container"
+        time.sleep(0.05)
+    assert state["exitStatus"] == 143
+    assert pyrunsc(tmp_path, "delete", "term1").returncode == 0

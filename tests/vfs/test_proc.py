@@ -21,7 +21,7 @@ from pyrunsc.core.abi import CAPABILITIES, RLIM_INFINITY, RLIMITS
 from pyrunsc.core.arch import Registers
 from pyrunsc.core.errors import SyscallError
 from pyrunsc.core.kernel.auth import ALL_CAPS, CAP_SYS_ADMIN, Credentials
-from pyrunsc.core.kernel.kernel import Kernel
+from pyrunsc.core.kernel.kernel import ExitStatus, Kernel
 from pyrunsc.core.kernel.task import SignalAction, Task, ThreadGroup
 from pyrunsc.core.mm.elf import ELFInfo, build_stack
 from pyrunsc.core.mm.memfile import MemoryFile
@@ -569,6 +569,77 @@ def test_task_directory_of_a_thread(vfs: VirtualFilesystem, ctx: FSContext, init
     assert err(vfs.stat, ctx, ctx.cwd, "/proc/1/task/2") == errno.ENOENT
 
 
+# Task states (Kernel.task_state).
+
+
+def states(vfs: VirtualFilesystem, ctx: FSContext, path: str) -> tuple[str, str]:
+    """(stat's state letter, status's State line) of ``path`` (``/proc/N``)."""
+    letter = text(vfs, ctx, f"{path}/stat").rsplit(") ", 1)[1].split()[0]
+    return letter, status_fields(text(vfs, ctx, f"{path}/status"))["State"]
+
+
+def test_states_follow_the_run_queues(vfs: VirtualFilesystem, ctx: FSContext, kernel: Kernel, init: Task) -> None:
+    ready = make_task(kernel, 2, parent=init, comm="ready")
+    parked = make_task(kernel, 3, parent=init, comm="parked")
+    stopped = make_task(kernel, 4, parent=init, comm="stopped")
+    zombie = make_task(kernel, 5, parent=init, comm="zombie")
+    kernel._runnable.append(ready)
+    kernel._blocked.append(parked)
+    stopped.tg.stop_signal = 19  # SIGSTOP
+    kernel._stopped.append(stopped)
+    zombie.exit_status = zombie.tg.exit_status = ExitStatus(code=3)
+    assert states(vfs, ctx, "/proc/1") == ("R", "R (running)")  # the reader, being served
+    assert states(vfs, ctx, "/proc/2") == ("R", "R (running)")
+    assert states(vfs, ctx, "/proc/3") == ("S", "S (sleeping)")
+    assert states(vfs, ctx, "/proc/4") == ("T", "T (stopped)")
+    assert states(vfs, ctx, "/proc/5") == ("Z", "Z (zombie)")
+    assert [kernel.task_state(t) for t in (init, ready, parked, stopped, zombie)] == ["R", "R", "S", "T", "Z"]
+    # Running means the current task and those ready to run: /proc/loadavg and stat count them.
+    assert text(vfs, ctx, "/proc/loadavg").split()[3] == "2/5"
+    assert "procs_running 2\n" in text(vfs, ctx, "/proc/stat")
+    # SIGCONT: the stopped process's task is about to run again; the parked one wakes.
+    stopped.tg.stop_signal = 0
+    kernel._blocked.remove(parked)
+    kernel._runnable.append(parked)
+    assert states(vfs, ctx, "/proc/4")[0] == states(vfs, ctx, "/proc/3")[0] == "R"
+    # A task in none of the queues is not running (it waits in a blocking host call).
+    kernel._runnable.remove(ready)
+    assert states(vfs, ctx, "/proc/2")[0] == "S"
+
+
+def test_states_of_threads(vfs: VirtualFilesystem, ctx: FSContext, kernel: Kernel, init: Task) -> None:
+    """Each thread has its own state; task/ lists the group's threads, also
+    once the leader has exited (a zombie leader of a live process)."""
+    proc = make_task(kernel, 2, parent=init, comm="threads")
+    t3 = make_task(kernel, 3, thread_of=proc)
+    t4 = make_task(kernel, 4, thread_of=proc)
+    kernel._blocked += [proc, t3]
+    kernel._runnable.append(t4)
+    assert listdir(vfs, ctx, "/proc/2/task") == ["2", "3", "4"]
+    assert [states(vfs, ctx, f"/proc/2/task/{tid}")[0] for tid in (2, 3, 4)] == ["S", "S", "R"]
+    assert states(vfs, ctx, "/proc/4")[0] == "R"  # a thread is found by tid, too
+    assert status_fields(text(vfs, ctx, "/proc/2/status"))["Threads"] == "3"
+    proc.exit_status = ExitStatus()  # the leader ends alone (pthread_exit in main)
+    kernel._blocked.remove(proc)
+    assert [states(vfs, ctx, f"/proc/2/task/{tid}")[0] for tid in (2, 3, 4)] == ["Z", "S", "R"]
+    t4.tg.stop_signal = 19
+    assert [states(vfs, ctx, f"/proc/2/task/{tid}")[0] for tid in (2, 3, 4)] == ["Z", "T", "T"]
+
+
+def test_no_task_is_current_while_loop_calls_run(kernel: Kernel, init: Task) -> None:
+    """Calls handed to the run loop (control requests) run with no task
+    being served, so the last one served shows as what it is (parked)."""
+    kernel._blocked.append(init)
+    seen: list[object] = []
+    kernel.call_in_loop(lambda: seen.append((kernel.current, kernel.task_state(init))))
+    kernel.call_in_loop(lambda: 1 / 0)  # logged, not raised: the next call still runs
+    kernel.call_in_loop(lambda: seen.append("after"))
+    kernel.run_calls()
+    assert seen == [(None, "S"), "after"]
+    assert kernel.current is init and kernel.task_state(init) == "R"
+    assert not kernel._calls
+
+
 # Access checks.
 
 
@@ -651,7 +722,8 @@ def test_meminfo(vfs: VirtualFilesystem, ctx: FSContext, memfile: MemoryFile, in
 def test_uptime_stat_loadavg_version(vfs: VirtualFilesystem, ctx: FSContext, kernel: Kernel, init: Task) -> None:
     kernel.timekeeper._mono_offset += 3600 * 10**9  # an hour since boot
     up, idle = map(float, text(vfs, ctx, "/proc/uptime").split())
-    assert 3600 <= up < 3700 and 0 <= idle <= up * HOST_CPUS
+    # Both are cut to hundredths, each at its own instant: idle may pass up * CPUs by up to 0.01 * CPUs.
+    assert 3600 <= up < 3700 and 0 <= idle <= (up + 0.01) * HOST_CPUS
     assert re.match(r"^\d+\.\d\d \d+\.\d\d\n$", text(vfs, ctx, "/proc/uptime"))
     make_task(kernel, 2, parent=init)
     kernel._next_tid = 3

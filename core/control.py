@@ -1,0 +1,505 @@
+"""The control channel: requests to a running sandbox's sentry, such as the
+one behind ``pyrunsc ps`` (the idea of gVisor's ``runsc/boot/controller.go``
+and ``pkg/sentry/control``; our own small protocol).
+
+Where: the sentry listens on ``<root>/<id>/control.sock``, a Unix stream
+socket (mode 0600) in the container's state folder (mode 0700: only its
+owner may connect), from just before its run loop starts until the loop
+ends; it then removes the socket. A sandbox process killed outright leaves
+the file behind: the container's state then says ``stopped`` anyway, a
+client meets ECONNREFUSED (reported as "not running"), and ``pyrunsc
+delete`` removes the file with the folder.
+
+Protocol: one request per connection. The client sends one JSON object on
+one line, ``{"request": NAME}``; the sentry answers with one line,
+``{"result": ...}`` or ``{"error": MESSAGE}`` (an unknown request, a
+malformed line, a sandbox that is stopping or busy), and closes. Requests:
+
+``ps``
+    The sandbox's processes, live or zombie, by PID (:func:`process_list`)::
+
+        [{"uid": 0, "pid": 1, "ppid": 0, "threads": [1], "state": "S",
+          "started": "2025-01-02T03:04:05.678901+00:00", "cmd": "sh",
+          "args": ["sh", "-c", "sleep 30 & wait"]}, ...]
+
+Where the answer is made: the kernel's tasks belong to the run loop, and
+the server thread never reads them. It hands the work to the loop
+(:meth:`Kernel.call_in_loop`), which runs it at the top of its next turn,
+and waits for the answer. The loop comes round after every system call and
+within 50 ms when every task is parked. So that the answer comes at once
+also while the sentry waits in a blocking host call (a read of the caller's
+terminal, a sleep), the server thread sends :data:`WAKE_SIGNAL` to the
+sentry's main thread: its handler does the work right there if the sentry
+is in such a call (:func:`~.kernel.interrupt.in_blocking_call`: the
+sentry's state is whole there), and the call goes on undisturbed (the task
+sees no EINTR); otherwise it interrupts the task running application code
+(``Context.interrupt``), so that the loop comes round even when that task
+computes without system calls. A loop that still does not answer within
+:data:`ANSWER_TIMEOUT` seconds fails the request with an error that says so.
+
+The client side is here too: :func:`request`, and :func:`ps_report`, what
+``pyrunsc ps`` shows (the processes with their ``stime``, and the host's
+resources the sandbox uses, from psutil: :func:`host_usage`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from .errors import PyrunscError, SyscallError
+from .kernel.interrupt import Interrupted, in_blocking_call
+
+if TYPE_CHECKING:
+    from .kernel.kernel import Kernel
+    from .kernel.task import Task
+    from .state import ContainerState, StateStore
+
+log = logging.getLogger("pyrunsc.control")
+
+#: The socket's name in the container's state folder.
+SOCKET_NAME = "control.sock"
+#: Sent by the server thread to the sentry's main thread to have a request
+#: answered during a blocking host call (a real-time signal nothing else
+#: uses; sent from outside, by ``pyrunsc kill``, it only makes the sentry
+#: look for requests).
+WAKE_SIGNAL = signal.SIGRTMIN + 1
+#: How long the server waits for the run loop to answer, in seconds.
+ANSWER_TIMEOUT = 10.0
+#: How long a client waits for the answer, in seconds.
+CLIENT_TIMEOUT = ANSWER_TIMEOUT + 5.0
+#: The longest request or answer line, in bytes.
+MAX_LINE = 16 << 20
+#: The most of a process's argv that ``ps`` reads (Linux ``MAX_ARG_STRLEN``).
+MAX_ARGS = 128 << 10
+#: sun_path's size: longer socket paths are reached through their folder.
+SUN_PATH_MAX = 108
+
+RequestHandler = Callable[["Kernel"], Any]
+
+
+# The sentry's side.
+
+
+def read_argv(task: Task) -> list[str]:
+    """``task``'s argv as its memory holds it between ``arg_start`` and
+    ``arg_end`` (what /proc/PID/cmdline shows); [] when there is none to
+    read (a zombie, whose memory is gone). Bytes that are not UTF-8 are
+    shown as backslash escapes."""
+    mm = task.mm
+    if mm is None or not mm.arg_start or mm.arg_end <= mm.arg_start:
+        return []
+    try:
+        data = mm.copy_in(mm.arg_start, min(mm.arg_end - mm.arg_start, MAX_ARGS))
+    except SyscallError:
+        return []
+    data = data.rstrip(b"\0")
+    return [a.decode("utf-8", "backslashreplace") for a in data.split(b"\0")] if data else []
+
+
+def process_list(kernel: Kernel) -> list[dict[str, Any]]:
+    """The ``ps`` request (gVisor ``control.Processes``): one entry per
+    process (thread group) of ``kernel``, live or zombie, by PID.
+
+    Each entry: ``uid`` (the leader's effective uid), ``pid``, ``ppid`` (0
+    for init), ``threads`` (the TIDs of its tasks), ``state`` (``Z`` once the
+    process has exited, else the state :meth:`Kernel.task_state` gives its
+    first live task: ``R``, ``S`` or ``T``), ``started`` (wall-clock start,
+    ISO 8601 in UTC), ``cmd`` (the command name, /proc/PID/comm) and
+    ``args`` (:func:`read_argv` of a live task; [] for a zombie). gVisor's
+    ``c``, ``time`` and ``tty`` are left out: the kernel keeps no CPU time
+    per task and no controlling terminal. Run-loop thread only.
+    """
+    realtime, monotonic = kernel.timekeeper.realtime(), kernel.timekeeper.monotonic()
+    out = []
+    for tid, task in sorted(kernel.tasks.items()):
+        tg = task.tg
+        if tid != tg.tgid:
+            continue  # a thread: listed with its process
+        live = tg.live_tasks
+        if tg.exit_status is not None or not live:
+            state, shown = "Z", task
+        else:
+            shown = task if task in live else live[0]
+            state = kernel.task_state(shown)
+        started_ns = realtime - (monotonic - tg.start_time)
+        out.append({
+            "uid": task.creds.euid,
+            "pid": tg.tgid,
+            "ppid": tg.parent.tgid if tg.parent is not None else 0,
+            "threads": sorted(t.tid for t in tg.tasks),
+            "state": state,
+            "started": datetime.fromtimestamp(started_ns / 1e9, UTC).isoformat(),
+            "cmd": shown.comm,
+            "args": read_argv(shown) if state != "Z" else [],
+        })
+    return out
+
+
+#: The requests the sentry answers, by name.
+REQUESTS: dict[str, RequestHandler] = {"ps": process_list}
+
+
+class _Call:
+    """One request handed to the run loop: :meth:`run` makes the answer
+    there; the server thread waits on ``done``."""
+
+    def __init__(self, kernel: Kernel, handler: RequestHandler) -> None:
+        self.kernel = kernel
+        self.handler = handler
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        if self.done.is_set():
+            return
+        try:
+            self.result = self.handler(self.kernel)
+        except Interrupted:
+            # A forwarded signal aborts the blocking call this ran in: made again at the loop's next turn.
+            self.kernel.call_in_loop(self.run)
+            raise
+        except Exception as e:
+            log.exception("control request %s failed", getattr(self.handler, "__name__", self.handler))
+            self.error = f"internal error: {type(e).__name__}: {e}"
+        self.done.set()
+
+    def fail(self, message: str) -> None:
+        self.error = message
+        self.done.set()
+
+
+class ControlServer:
+    """The sentry's end of the control channel for ``kernel``, on ``path``.
+
+    :meth:`start` (main thread, before the run loop) binds the socket and
+    starts a daemon thread that serves one connection at a time;
+    :meth:`close` (main thread, after the run loop) fails any request still
+    waiting, stops the thread and removes the socket. OSError from
+    :meth:`start` when the socket cannot be made.
+    """
+
+    def __init__(self, kernel: Kernel, path: Path) -> None:
+        self.kernel = kernel
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pending: set[_Call] = set()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._main = threading.main_thread().ident or 0
+
+    def start(self) -> None:
+        signal.signal(WAKE_SIGNAL, self._on_wake)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # left by a sandbox process killed outright
+            with _sun_path(self.path) as address:
+                sock.bind(address)
+            os.chmod(self.path, 0o600)
+            sock.listen(8)
+        except BaseException:
+            sock.close()
+            signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
+            raise
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="pyrunsc-control", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._pending)
+        for call in pending:
+            call.fail("the sandbox stopped before answering")
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # accept() returns
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        # Not SIG_DFL: a wake sent just before closing must not end the process.
+        signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
+
+    def _on_wake(self, _signo: int, _frame: object) -> None:
+        """WAKE_SIGNAL's handler (main thread): answer now if the sentry
+        waits in a blocking host call, with signals blocked meanwhile, so
+        that a forwarded signal aborts the host call only after the answer
+        is made. Otherwise the loop answers at its next turn, and the task
+        running application code, if any, is interrupted so that the turn
+        comes soon: every context is asked (only the running one is
+        stopped; the others' next switch returns at once, costing a turn)."""
+        if not in_blocking_call():
+            for task in list(self.kernel.tasks.values()):
+                if task.exit_status is None and task.context is not None:  # (an ended task's may be reused)
+                    task.context.interrupt()
+            return
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self.kernel.run_calls()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _serve(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                if self._closed:
+                    return
+                log.warning("control socket %s: accept failed; no more requests", self.path, exc_info=True)
+                return
+            with conn:
+                try:
+                    self._handle(conn)
+                except OSError:
+                    pass  # the client went away
+                except Exception:
+                    log.exception("control request failed")
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(CLIENT_TIMEOUT)
+        try:
+            message = json.loads(_recv_line(conn))
+            name = message["request"] if isinstance(message, dict) else None
+        except (ValueError, KeyError) as e:
+            answer: dict[str, Any] = {"error": f"malformed request: {e}"}
+        else:
+            handler = REQUESTS.get(name) if isinstance(name, str) else None
+            if handler is None:
+                answer = {"error": f"unknown request {name!r}; known: {', '.join(sorted(REQUESTS))}"}
+            else:
+                answer = self.ask(handler)
+        conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def ask(self, handler: RequestHandler) -> dict[str, Any]:
+        """``handler(kernel)`` made in the run loop: ``{"result": ...}``, or
+        ``{"error": ...}`` when the sandbox stops or does not answer within
+        :data:`ANSWER_TIMEOUT`. Any thread but the main one."""
+        call = _Call(self.kernel, handler)
+        with self._lock:
+            if self._closed:
+                return {"error": "the sandbox is stopping"}
+            self._pending.add(call)
+            self.kernel.call_in_loop(call.run)
+            signal.pthread_kill(self._main, WAKE_SIGNAL)
+        try:
+            if not call.done.wait(ANSWER_TIMEOUT):
+                return {"error": f"the sandbox's kernel did not answer within {ANSWER_TIMEOUT:g} s"}
+        finally:
+            with self._lock:
+                self._pending.discard(call)
+        if call.error is not None:
+            return {"error": call.error}
+        return {"result": call.result}
+
+
+# Both sides.
+
+
+@contextlib.contextmanager
+def _sun_path(path: Path) -> Iterator[str]:
+    """``path`` as bind(2) and connect(2) take it: itself, or when it does
+    not fit in sun_path, the same name through ``/proc/self/fd/N`` of its
+    folder (Linux follows the magic link)."""
+    if len(os.fsencode(path)) < SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def _recv_line(conn: socket.socket) -> bytes:
+    """Bytes up to the first newline (or the end); ValueError past MAX_LINE."""
+    data = b""
+    while b"\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_LINE:
+            raise ValueError(f"longer than {MAX_LINE} bytes")
+    return data.split(b"\n", 1)[0]
+
+
+# The client's side.
+
+
+def request(store: StateStore, cid: str, name: str) -> Any:
+    """Send request ``name`` to container ``cid``'s sentry; its result.
+
+    PyrunscError (exit status 1), naming the container: it does not exist,
+    it is not running (its state, or no sentry answers on the socket), the
+    sentry answers with an error or not within :data:`CLIENT_TIMEOUT`.
+    """
+    state = store.load(cid)
+    if state.status != "running":
+        raise PyrunscError(f"container {cid!r} is not running (status {state.status})")
+    path = store.path(cid) / SOCKET_NAME
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(CLIENT_TIMEOUT)
+    try:
+        with _sun_path(path) as address:
+            sock.connect(address)
+        sock.sendall(json.dumps({"request": name}).encode() + b"\n")
+        line = _recv_line(sock)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise PyrunscError(f"container {cid!r} is not running: no sandbox answers on {path}") from None
+    except TimeoutError:
+        raise PyrunscError(f"container {cid!r}: the sandbox did not answer within {CLIENT_TIMEOUT:g} s") from None
+    except OSError as e:
+        raise PyrunscError(f"container {cid!r}: control socket {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise PyrunscError(f"container {cid!r}: bad answer from the sandbox: {e}") from None
+    finally:
+        sock.close()
+    if not line:
+        raise PyrunscError(f"container {cid!r} is not running: the sandbox closed the connection")
+    try:
+        answer = json.loads(line)
+    except ValueError as e:
+        raise PyrunscError(f"container {cid!r}: bad answer from the sandbox: {e}") from None
+    if not isinstance(answer, dict) or ("error" not in answer and "result" not in answer):
+        raise PyrunscError(f"container {cid!r}: bad answer from the sandbox: {line[:200]!r}")
+    if "error" in answer:
+        raise PyrunscError(f"container {cid!r}: {answer['error']}")
+    return answer["result"]
+
+
+def format_stime(started: datetime, now: datetime) -> str:
+    """ps's STIME (procps, gVisor ``formatStartTime``): ``HH:MM`` for a start
+    today, ``MonDD`` earlier this year, else the year."""
+    if started.year != now.year:
+        return f"{started.year}"
+    if started.timetuple().tm_yday != now.timetuple().tm_yday:
+        return started.strftime("%b%d")
+    return started.strftime("%H:%M")
+
+
+def _pss(p: psutil.Process) -> int | None:
+    try:
+        return int(p.memory_full_info().pss)
+    except (psutil.AccessDenied, AttributeError):
+        return None
+
+
+def host_usage(state: ContainerState) -> dict[str, Any]:
+    """The host's resources container ``state`` uses, from psutil::
+
+        {"cpu_percent": 1.5, "cpu_time": 0.61, "rss": 88604672, "pss": 61263872,
+         "processes": [{"pid": 4242, "role": "sentry", "cpu_time": 0.52,
+                        "rss": 61181952, "pss": 40263680}, ...]}
+
+    The processes are the sandbox process (``sentry``), its children (the
+    ptrace platform's ``stub`` processes) and the ``gofer``. ``cpu_time`` is
+    user + system seconds (the sentry's includes the stubs it has reaped);
+    ``cpu_percent`` is the total over the sandbox's lifetime, as ps's %CPU
+    (above 100 when several CPUs were busy); ``rss`` is the sum of the
+    resident sets, in bytes, counting pages they share (the memory file)
+    once per process; ``pss`` shares them out (None where unreadable).
+    Processes that end while being measured are left out.
+    """
+    rows: list[tuple[str, psutil.Process]] = []
+    try:
+        sentry = psutil.Process(state.pid)
+        rows.append(("sentry", sentry))
+        rows += [("stub", c) for c in sentry.children(recursive=True)]
+    except psutil.Error:
+        sentry = None
+    if state.gofer_pid:
+        with contextlib.suppress(psutil.Error):
+            gofer = psutil.Process(state.gofer_pid)
+            if abs(gofer.create_time() - state.gofer_start_time) < 1.0:
+                rows.append(("gofer", gofer))
+    processes: list[dict[str, Any]] = []
+    for role, p in rows:
+        try:
+            with p.oneshot():
+                t = p.cpu_times()
+                cpu = t.user + t.system + (t.children_user + t.children_system if role == "sentry" else 0.0)
+                rss = int(p.memory_info().rss)
+            processes.append({"pid": p.pid, "role": role, "cpu_time": round(cpu, 3), "rss": rss, "pss": _pss(p)})
+        except psutil.Error:
+            continue
+    cpu_time = sum(r["cpu_time"] for r in processes)
+    lifetime = 0.0
+    if sentry is not None:
+        with contextlib.suppress(psutil.Error):
+            lifetime = datetime.now().timestamp() - sentry.create_time()
+    pss = [r["pss"] for r in processes]
+    return {
+        "cpu_percent": round(100 * cpu_time / lifetime, 1) if lifetime > 0 else 0.0,
+        "cpu_time": round(cpu_time, 3),
+        "rss": sum(r["rss"] for r in processes),
+        "pss": sum(pss) if pss and None not in pss else None,
+        "processes": processes,
+    }
+
+
+def ps_report(store: StateStore, cid: str) -> dict[str, Any]:
+    """What ``pyrunsc ps ID`` shows::
+
+        {"id": "web", "processes": [{"uid": 0, "pid": 1, "ppid": 0,
+          "threads": [1], "state": "S", "stime": "12:04",
+          "started": "2025-...+00:00", "cmd": "sh", "args": [...]}, ...],
+         "host": {...}}
+
+    The processes are the sentry's answer to ``ps`` (:func:`process_list`)
+    with ``stime`` added (:func:`format_stime`, in local time), in gVisor's
+    ``control.Process`` order; ``host`` is :func:`host_usage`. Errors as
+    :func:`request`.
+    """
+    processes = request(store, cid, "ps")
+    state = store.load(cid)
+    now = datetime.now().astimezone()
+    shown = []
+    for p in processes:
+        started = datetime.fromisoformat(p["started"]).astimezone()
+        shown.append({
+            "uid": p["uid"], "pid": p["pid"], "ppid": p["ppid"], "threads": p["threads"], "state": p["state"],
+            "stime": format_stime(started, now), "started": p["started"], "cmd": p["cmd"], "args": p["args"],
+        })
+    return {"id": cid, "processes": shown, "host": host_usage(state)}
+
+
+def command_line(process: dict[str, Any]) -> str:
+    """A process's command as ps shows it: its argv, or ``[comm]`` when
+    there is none to read, with `` <defunct>`` for a zombie (procps)."""
+    text = " ".join(process["args"]) if process["args"] else f"[{process['cmd']}]"
+    return text + " <defunct>" if process["state"] == "Z" else text
+
+
+__all__ = [
+    "SOCKET_NAME",
+    "WAKE_SIGNAL",
+    "ControlServer",
+    "command_line",
+    "format_stime",
+    "host_usage",
+    "process_list",
+    "ps_report",
+    "read_argv",
+    "request",
+]

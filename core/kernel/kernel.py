@@ -125,6 +125,9 @@ class Kernel:
     _woken: list[Task] = field(default_factory=list)
     #: Tasks of stopped thread groups (job control), until SIGCONT.
     _stopped: list[Task] = field(default_factory=list)
+    #: The foreground process group of each host terminal the sandbox was
+    #: given (by device number), kept here, never set on the host.
+    tty_foreground: dict[int, int] = field(default_factory=dict)
     #: Host monotonic ns when the next interval or POSIX timer is due; 0 for none.
     timer_due: int = 0
     #: Functions other threads hand to the run loop (:meth:`call_in_loop`).

@@ -12,7 +12,19 @@ from ..errors import SyscallError
 from ..kernel import signals
 from ..kernel.wait import TaskWaker, Wait
 from ..vfs.file import O_PATH, FileDescription, file_accessed
-from ..vfs.host import FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TERMIOS_SIZE, TIOCGPGRP, TIOCGWINSZ, HostFileOps
+from ..vfs.host import (
+    FIONREAD,
+    TCGETS,
+    TCSETS,
+    TCSETSF,
+    TCSETSW,
+    TERMIOS_SIZE,
+    TIOCGPGRP,
+    TIOCGSID,
+    TIOCGWINSZ,
+    TIOCSPGRP,
+    HostFileOps,
+)
 from ..vfs.inode import Stat, major, minor
 from ..vfs.mount import VirtualDentry
 from ..vfs.namei import PATH_MAX, resolve
@@ -865,12 +877,40 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
         if request == TIOCGWINSZ:
             task.mm.copy_out(arg, ops.winsize())
             return 0
-        if request == TIOCGPGRP:
-            if not ops.is_terminal():
-                raise SyscallError(errno.ENOTTY)
-            task.mm.copy_out(arg, struct.pack("<i", task.pgid))
-            return 0
+        if request in (TIOCGPGRP, TIOCSPGRP, TIOCGSID):
+            return _host_tty_job_control(task, ops, request, arg)
     return ops.ioctl(desc, request, arg)
+
+
+def _host_tty_job_control(task: Task, ops: HostFileOps, request: int, arg: int) -> int:
+    """The caller's terminal as the sandbox's controlling terminal (gVisor
+    ``fsimpl/host/tty.go``): its foreground process group is kept in the
+    sentry, never set on the host terminal; it starts as init's group and
+    the session is init's. TIOCSPGRP: EPERM for a group outside the caller's
+    session (Linux ``tiocspgrp``), EINVAL for a negative one; ENOTTY when the
+    host fd is not a terminal."""
+    if not ops.is_terminal():
+        raise SyscallError(errno.ENOTTY)
+    kernel = task.kernel
+    init = kernel.init_group()
+    key = os.fstat(ops.inode.host_fd).st_rdev
+    if request == TIOCGSID:
+        task.mm.copy_out(arg, struct.pack("<i", init.sid if init is not None else task.sid))
+        return 0
+    if request == TIOCGPGRP:
+        fg = kernel.tty_foreground.get(key, init.pgid if init is not None else task.pgid)
+        task.mm.copy_out(arg, struct.pack("<i", fg))
+        return 0
+    (pgid,) = struct.unpack("<i", task.mm.copy_in(arg, 4))
+    if pgid < 0:
+        raise SyscallError(errno.EINVAL)
+    if init is not None and task.sid != init.sid:
+        raise SyscallError(errno.ENOTTY)  # not the caller's controlling terminal
+    if not any(t.tg.pgid == pgid and t.tg.sid == task.sid and t.tg.exit_status is None
+               for t in kernel.tasks.values()):
+        raise SyscallError(errno.EPERM)
+    kernel.tty_foreground[key] = pgid
+    return 0
 
 
 # Pipes.

@@ -530,3 +530,25 @@ def test_term_ends_a_shell_waiting_for_its_jobs(bundle: Path, tmp_path: Path) ->
         time.sleep(0.05)
     assert state["exitStatus"] == 143
     assert pyrunsc(tmp_path, "delete", "term1").returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) from util-linux for a terminal")
+def test_interactive_shell_on_a_terminal(bundle: Path, tmp_path: Path) -> None:
+    """An interactive ``sh`` on the caller's terminal takes it for its
+    controlling terminal: job control (its tcsetpgrp) works, jobs run and
+    are reported."""
+    spec(bundle, ["sh", "-i"], env=["PATH=/bin", "PS1=$ "])
+    cmd = f"{PYRUNSC} --root {tmp_path} --file-access direct run --bundle {bundle} tty1"
+    typed = b"echo hi from $$; sleep 0.2 & jobs; wait; echo done\n"
+    proc = subprocess.Popen(["script", "-qfc", cmd, "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    assert proc.stdin is not None
+    time.sleep(1)
+    proc.stdin.write(typed)
+    proc.stdin.flush()
+    time.sleep(1.5)
+    out = proc.communicate(b"exit\n", timeout=30)[0].decode(errors="replace").replace("\r", "")
+    assert "can't set tty process group" not in out, out
+    assert "hi from 1\n" in out, out
+    assert re.search(r"\[1\]\+ +Running +sleep 0\.2", out), out
+    assert "done\n" in out, out

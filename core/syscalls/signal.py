@@ -119,15 +119,22 @@ def sys_kill(task: Task, pid: int, sig: int) -> int:
 
 @syscall("tgkill", "iii")
 def sys_tgkill(task: Task, tgid: int, tid: int, sig: int) -> int:
+    target = _thread(task, tgid, tid, sig)
+    if sig:
+        signals.send(target, sig, _user_info(sig, task, code=SI_TKILL))
+    return 0
+
+
+def _thread(task: Task, tgid: int, tid: int, sig: int) -> Task:
+    """The live thread ``tid`` of process ``tgid`` (tgkill,
+    rt_tgsigqueueinfo): EINVAL for a bad signal or id, ESRCH for none."""
     tgid, tid = _int32(tgid), _int32(tid)
     if not 0 <= sig <= 64 or tgid <= 0 or tid <= 0:
         raise SyscallError(errno.EINVAL)
     target = task.kernel.tasks.get(tid)
     if target is None or target.tgid != tgid or target.exit_status is not None:
         raise SyscallError(errno.ESRCH)
-    if sig:
-        signals.send(target, sig, _user_info(sig, task, code=SI_TKILL))
-    return 0
+    return target
 
 
 @syscall("tkill", "ii")
@@ -176,13 +183,8 @@ def sys_rt_sigqueueinfo(task: Task, tgid: int, sig: int, info: int) -> int:
 
 @syscall("rt_tgsigqueueinfo", "iiip")
 def sys_rt_tgsigqueueinfo(task: Task, tgid: int, tid: int, sig: int, info: int) -> int:
-    tgid, tid = _int32(tgid), _int32(tid)
-    if not 0 <= sig <= 64 or tgid <= 0 or tid <= 0:
-        raise SyscallError(errno.EINVAL)
-    target = task.kernel.tasks.get(tid)
-    if target is None or target.tgid != tgid or target.exit_status is not None:
-        raise SyscallError(errno.ESRCH)
-    data = _queued_info(task, tgid, sig, info)
+    target = _thread(task, tgid, tid, sig)
+    data = _queued_info(task, target.tgid, sig, info)
     if sig:
         signals.send(target, sig, data)
     return 0

@@ -19,18 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(name, cond)                                                  \
-  do {                                                                     \
-    if (cond) printf("ok %s\n", name);                                     \
-    else { failures++; printf("FAIL %s (errno %d)\n", name, errno); }      \
-  } while (0)
+#include "check.h"
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static int add(int ep, int fd, uint32_t events, uint64_t data) {
   struct epoll_event ev = {.events = events, .data.u64 = data};

@@ -18,18 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(name, cond)                                                  \
-  do {                                                                     \
-    if (cond) printf("ok %s\n", name);                                     \
-    else { failures++; printf("FAIL %s (errno %d)\n", name, errno); }      \
-  } while (0)
+#include "check.h"
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* A child that writes `msg` to `fd` after `ms` milliseconds, then exits. */
 static pid_t write_later(int fd, int ms, const char *msg) {

@@ -13,12 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(name, cond)                                   \
-  do {                                                      \
-    if (cond) printf("ok %s\n", name);                      \
-    else { failures++; printf("FAIL %s (errno %d)\n", name, errno); } \
-  } while (0)
+#include "check.h"
 
 static volatile sig_atomic_t got, got_code, got_pid;
 static volatile uintptr_t fault_addr;

@@ -410,6 +410,8 @@ class PtraceAddressSpace(AddressSpace):
         if stub is None:
             raise StubError(f"address space of stub {self.pid} was released")
         self._platform._check_thread()
+        if not stub.alive:
+            raise StubError(f"stub {self.pid} was killed")
         return stub
 
     def take_thread(self) -> _StubState:

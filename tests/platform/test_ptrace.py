@@ -863,6 +863,34 @@ def test_killed_stub_with_threads_is_an_error_and_all_reaped(env: Env, spinner: 
     a.release()
 
 
+def test_interrupt_by_tgkill_without_thread_pidfds(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux before 6.9 has no PIDFD_THREAD: threads are signalled by tgkill."""
+    real = os.pidfd_open
+
+    def pidfd_open(pid: int, flags: int = 0) -> int:
+        if flags & os.O_EXCL:  # PIDFD_THREAD
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    a = env.aspace
+    _spin_page(env, a)
+    regs_a = env.load(LOOP)
+    regs_b = env.regs_cls(regs_a.regs, regs_a.fpstate)
+    ctx_b = env.platform.new_context()
+    assert env.ctx.switch(a, regs_a)[0] is Stop.SYSCALL
+    assert ctx_b.switch(a, regs_b)[0] is Stop.SYSCALL
+    assert a.stub is not None and ctx_b.thread is not None
+    assert a.stub.threads[ctx_b.thread].pidfd == -1
+    regs_b.rip = SPIN_AT
+    dog = _watchdog(env, 20)
+    threading.Timer(0.05, ctx_b.interrupt).start()
+    assert ctx_b.switch(a, regs_b) == (Stop.INTERRUPT, None)
+    dog.cancel()
+    ctx_b.release()
+    assert len(_tids(a)) == 1
+
+
 def test_lazy_fp_is_saved_before_a_thread_ends(lazy_env: Env) -> None:
     env = lazy_env
     regs = env.load(LOAD_XMM0 + SYSCALL)

@@ -2,7 +2,7 @@
 ``PTRACE_SYSEMU`` (gVisor ``pkg/sentry/platform/ptrace``).
 
 Modules: :mod:`.ptrace` (ctypes bindings), :mod:`.stub` (the hand-made stub
-ELF and one traced stub process), :mod:`.platform` (the Platform,
+ELF, a traced stub process and its threads), :mod:`.platform` (the Platform,
 AddressSpace and Context), :mod:`.lazyfp` (Registers with the lazy-FP hook).
 Every stub reserves [:data:`STUB_START`, :data:`STUB_END`) at the top of user
 space (``PtracePlatform.reserved``).

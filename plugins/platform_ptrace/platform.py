@@ -2,30 +2,61 @@
 
 - One :class:`~.stub.Stub` process per address space; application memory is
   the sandbox's memory file, mapped into the stub by injected
-  ``mmap(MAP_SHARED|MAP_FIXED)`` system calls (``munmap``, ``mprotect`` too).
-- A context switch writes the task's registers, resumes the stub with
+  ``mmap(MAP_SHARED|MAP_FIXED)`` system calls (``munmap``, ``mprotect`` too),
+  made in the stub's first thread, its *leader* (any stopped thread would do).
+- In it, one stub thread per context that runs there. gVisor keeps a stub
+  thread per (tracer thread, address space); here one tracer thread serves
+  every task, so each context gets its own: a thread holds the general
+  registers and the XSAVE image of the task that last ran in it, which is
+  its context's task, so threads of one process running in turn switch as
+  cheaply as a lone thread (one POKEUSER of rax, no FP write), instead of
+  rewriting every register and the XSAVE image at each switch.
+- A context's first switch into an address space takes the leader if no
+  context holds it, else a new thread: an injected ``clone(CLONE_VM|CLONE_FS|
+  CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM)`` in the leader.
+  With PTRACE_O_TRACECLONE (and EXITKILL, inherited) the new thread is
+  traced by the tracer from its start and stops with SIGSTOP, which its
+  first switch suppresses. A context gives its thread back when released
+  or when it switches into another address space (after an execve): the
+  thread ends by an injected ``exit(0)`` and is reaped, after its task's
+  FP image is read out; the leader, which cannot end before its process,
+  waits idle for the next context. ``AddressSpace.release`` kills the stub
+  (SIGKILL) and reaps every thread of it.
+- Waits: each thread is waited for by its tid, but the leader of a stub
+  with other threads by the stub's process group (its own: it calls
+  setsid), because Linux reports a leader's death only once every other
+  thread is reaped. A report for another thread met there is kept for that
+  thread (a new thread's first stop) or marks it dead (the stub was
+  killed); a thread that dies means the stub was killed, and the whole stub
+  is reaped at once. No stub process or thread is ever left a zombie.
+- A context switch writes the task's registers, resumes the thread with
   PTRACE_SYSEMU and waits: a system-call stop is a system call (never run by
   the host); a signal-delivery stop is a fault, an interrupt or a stray
   signal, which is always suppressed (the stub never receives a signal).
 - Registers go in with PTRACE_SETREGS, or with one PTRACE_POKEUSER of rax
-  when the stub holds the rest already (after a system call, 0.8 µs less),
-  and come back with PTRACE_GETREGS. The XSAVE image goes in with
-  PTRACE_SETREGSET NT_X86_XSTATE only when it differs from what the stub
+  when the thread holds the rest already (after a system call, 0.8 µs
+  less), and come back with PTRACE_GETREGS. The XSAVE image goes in with
+  PTRACE_SETREGSET NT_X86_XSTATE only when it differs from what the thread
   holds. It comes back with PTRACE_GETREGSET after every stop, unless the
   Registers class has the lazy-FP hook (``fp_pull``, see :mod:`.lazyfp`):
-  then it stays in the stub until read, saving a ptrace call per switch.
+  then it stays in the thread until read, saving a ptrace call per switch.
+- :meth:`PtraceContext.interrupt` sends SIGCHLD to the thread its context
+  runs in, through a thread pidfd (``PIDFD_THREAD``, Linux 6.9; tgkill
+  before), so no other thread of the stub takes it.
 - Every ptrace request comes from one host thread, the *tracer*: the thread
   that called :meth:`PtracePlatform.start`. ``new_address_space``,
   ``AddressSpace.map/unmap/protect`` and ``Context.switch`` must be called
   from it (they raise RuntimeError otherwise), and so must reads of a lazy
   ``fpstate``. ``Context.interrupt``, ``AddressSpace.release`` and
-  ``Platform.close`` work from any thread.
+  ``Platform.close`` work from any thread; ``Context.release`` too (from
+  another thread its stub thread waits idle until the stub goes).
 - By default the tracer thread, and so every stub it starts, is pinned to one
   CPU: a ptrace round trip is then about 4x faster on a small VM.
 - A jump into ``[vsyscall]`` (which no process can unmap) would make the host
-  run gettimeofday/time/getcpu for the task; the stub's seccomp filter traps
-  them and the switch reports a SIGSEGV fetch fault at that address instead,
-  as Linux with ``vsyscall=none`` does (the kernel may emulate the call).
+  run gettimeofday/time/getcpu for the task; the stub's seccomp filter
+  (inherited by every thread) traps them and the switch reports a SIGSEGV
+  fetch fault at that address instead, as Linux with ``vsyscall=none`` does
+  (the kernel may emulate the call).
 
 Reserved addresses: every stub keeps [``STUB_START``, ``STUB_END``) =
 [0x7fff_fffe_f000, 0x7fff_ffff_f000) for itself (``PtracePlatform.reserved``);
@@ -37,6 +68,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ctypes
+import errno
 import os
 import platform as host
 import signal
@@ -63,6 +95,7 @@ from .ptrace import (
     SIGINFO_PID,
     SIGINFO_SIZE,
     SYSCALL_STOP,
+    WALL,
     IOVec,
     PtraceError,
     current_cpu,
@@ -84,6 +117,7 @@ from .stub import (
     InjectedSyscallError,
     Stub,
     StubError,
+    StubThread,
     open_stub_elf,
 )
 
@@ -123,6 +157,7 @@ _SYSCALL_STATUS = SYSCALL_STOP << 8 | 0x7F  # the wait status of a SYSEMU stop
 _ERESTART = frozenset((1 << 64) - e for e in (512, 513, 514, 516))
 _setattr = object.__setattr__
 waitpid = os.waitpid
+_WALL = WALL
 
 
 class _LazyFP(Protocol):
@@ -133,15 +168,18 @@ class _LazyFP(Protocol):
 
 
 class _StubState:
-    """Per-stub context-switch state: the stub, its buffers (XSAVE image and
-    its iovec, siginfo), and where its FP state stands.
+    """Per-stub-thread context-switch state: the thread, its buffers (XSAVE
+    image and its iovec, siginfo), and where its FP state stands.
 
-    The FP state the stub holds is either
+    The FP state the thread holds is either
     - ``holder``'s: a Registers (of a type with the lazy-FP hook, see
       :func:`_lazy_fp`) whose image was not read back after its last switch;
       its ``fp_pull`` is :attr:`pull`, which reads it when first asked;
     - or ``shadow``: a copy of the image it was last set to or read as;
     - or unknown (both None).
+
+    ``released`` is set when the thread goes back to no context, for good:
+    ended, or its address space released.
     """
 
     __slots__ = (
@@ -155,21 +193,23 @@ class _StubState:
         "pull",
         "regs",
         "regs_addr",
+        "released",
         "segs",
         "shadow",
         "si",
         "si_addr",
-        "stub",
+        "thread",
         "tracer",
     )
 
-    def __init__(self, stub: Stub, fpsize: int, tracer: int) -> None:
-        self.stub = stub
-        self.pid = stub.pid
-        self.regs = stub.regs
-        self.regs_addr = stub.regs_addr
-        self.segs = stub.cs_ss_segs
+    def __init__(self, thread: StubThread, fpsize: int, tracer: int) -> None:
+        self.thread = thread
+        self.pid = thread.tid
+        self.regs = thread.regs
+        self.regs_addr = thread.regs_addr
+        self.segs = thread.stub.cs_ss_segs
         self.tracer = tracer
+        self.released = False
         self.fpsize = fpsize
         self.fp = ctypes.create_string_buffer(fpsize)
         self.fp_mv = memoryview(self.fp).cast("B")
@@ -179,11 +219,11 @@ class _StubState:
         self.si_addr = ctypes.addressof(self.si)
         self.shadow: bytearray | None = None
         self.holder: _LazyFP | None = None
-        self.pull = self._pull  # bound once: its identity marks "the image is in this stub"
+        self.pull = self._pull  # bound once: its identity marks "the image is in this thread"
 
     def get_fp(self, into: bytearray) -> None:
         """PTRACE_GETREGSET NT_X86_XSTATE into ``into`` (its first ``fpsize``
-        bytes at most); the stub's state is then known to be ``into``."""
+        bytes at most); the thread's state is then known to be ``into``."""
         if fast_ptrace(PTRACE_GETREGSET, self.pid, NT_X86_XSTATE, self.iov_addr) == -1:
             self.shadow = None
             _check(PTRACE_GETREGSET, self.pid, NT_X86_XSTATE, self.iov_addr, "PTRACE_GETREGSET NT_X86_XSTATE")
@@ -192,7 +232,7 @@ class _StubState:
         self.shadow = bytearray(into)
 
     def set_fp(self, image: bytearray) -> None:
-        """PTRACE_SETREGSET NT_X86_XSTATE from ``image``, unless the stub holds it already."""
+        """PTRACE_SETREGSET NT_X86_XSTATE from ``image``, unless the thread holds it already."""
         if image == self.shadow:
             return
         n = min(len(image), self.fpsize)
@@ -204,24 +244,38 @@ class _StubState:
 
     def _pull(self, into: bytearray) -> None:
         """The lazy-FP hook: ``holder``'s image is asked for (Registers.fpstate
-        was read). Tracer thread only; StubError if the stub is gone."""
+        was read). Tracer thread only; StubError if the thread is gone."""
         if threading.get_ident() != self.tracer:
             raise RuntimeError("a task's FP state was read outside the tracer thread while its stub held it")
-        if not self.stub.alive:
-            raise StubError(f"stub {self.pid} is gone with a task's FP state")
+        if not self.thread.alive:
+            raise StubError(f"stub thread {self.pid} is gone with a task's FP state")
         self.get_fp(into)
         self.holder = None
 
     def evict(self) -> None:
-        """Bring ``holder``'s image out of the stub into its Registers (before
-        another image goes in, or the stub goes away)."""
+        """Bring ``holder``'s image out of the thread into its Registers
+        (before another image goes in, or the thread goes away)."""
         h = self.holder
         if h is not None:
             if h.fp_pull is self.pull:
                 h.fpstate  # noqa: B018 - reading it pulls it (and clears holder)
-            else:  # it was replaced meanwhile: what the stub holds is no one's
+            else:  # it was replaced meanwhile: what the thread holds is no one's
                 self.shadow = None
             self.holder = None
+
+    def drop(self) -> None:
+        """The thread is going away: save ``holder``'s image when that is
+        possible (tracer thread, thread alive), and unhook it in any case
+        (the Registers then keep their previous image)."""
+        h = self.holder
+        if h is None:
+            return
+        if threading.get_ident() == self.tracer and self.thread.alive and self.thread.stub.alive:
+            with contextlib.suppress(OSError, StubError):
+                self.evict()
+        if h.fp_pull is self.pull:
+            _setattr(h, "fp_pull", None)
+        self.holder = None
 
 
 #: Per Registers class: does it have the lazy-FP hook ``fp_pull``?
@@ -324,28 +378,73 @@ def _check_range(addr: int, length: int) -> None:
 
 
 class PtraceAddressSpace(AddressSpace):
-    """An address space held by one stub process.
+    """An address space held by one stub process, with a stub thread for each
+    context that runs in it.
 
     ``map``/``unmap``/``protect`` take page-aligned ``addr`` and ``length`` in
     bytes below :data:`~.stub.MAX_USER_ADDRESS` (else ValueError) and cost one
-    injected system call each (about 20 µs); a failing call raises
-    :class:`~.stub.InjectedSyscallError` with Linux's errno. Tracer thread only,
-    except :meth:`release`.
+    injected system call each (about 20 µs), made in the stub's leader thread;
+    a failing call raises :class:`~.stub.InjectedSyscallError` with Linux's
+    errno. Tracer thread only, except :meth:`release`.
+
+    Threads: the leader is the first context's; each further context that
+    switches in gets a new thread (:meth:`take_thread`, an injected clone),
+    which ends when the context gives it back (:meth:`give_thread`). The
+    leader, which cannot end before its process, waits idle for the next
+    context instead.
     """
 
     def __init__(self, platform: PtracePlatform, stub: Stub, fpsize: int) -> None:
         self._platform = platform
         self.stub: Stub | None = stub
-        self.state: _StubState | None = _StubState(stub, fpsize, platform._tracer)
-        self.prots = _Prots()
         self.pid = stub.pid
+        self._fpsize = fpsize
+        leader = _StubState(stub.leader, fpsize, platform._tracer)
+        #: Every live thread's state, by tid; and those that no context holds.
+        self._states: dict[int, _StubState] = {stub.pid: leader}
+        self._idle: list[_StubState] = [leader]
+        self.prots = _Prots()
 
     def _live_stub(self) -> Stub:
         stub = self.stub
         if stub is None:
             raise StubError(f"address space of stub {self.pid} was released")
         self._platform._check_thread()
+        if not stub.alive:
+            raise StubError(f"stub {self.pid} was killed")
         return stub
+
+    def take_thread(self) -> _StubState:
+        """A stub thread for a context to run in: an idle one, else a new one.
+        Tracer thread only; StubError once released."""
+        stub = self._live_stub()
+        if self._idle:
+            return self._idle.pop()
+        st = _StubState(stub.new_thread(), self._fpsize, self._platform._tracer)
+        self._states[st.pid] = st
+        return st
+
+    def give_thread(self, st: _StubState) -> None:
+        """A context is done with ``st``'s thread: it ends (its FP image, if a
+        task's, read out first), unless it is the leader, which waits idle.
+        From another thread than the tracer, it waits idle too (it ends with
+        the stub)."""
+        stub = self.stub
+        if stub is None or st.released or self._states.get(st.pid) is not st:
+            return
+        if st.thread is stub.leader or threading.get_ident() != st.tracer:
+            self._idle.append(st)
+            return
+        del self._states[st.pid]
+        st.released = True
+        st.drop()
+        with contextlib.suppress(OSError, StubError):  # a dying stub: kill() reaps it
+            stub.end_thread(st.thread)
+
+    def threads(self) -> list[int]:
+        """The tids of the stub's threads (the leader first), as the platform
+        tracks them."""
+        return sorted(self._states, key=lambda tid: (tid != self.pid, tid))
 
     def map(self, addr: int, length: int, offset: int, prot: int) -> None:
         """``mmap(addr, length, prot, MAP_SHARED|MAP_FIXED, memfile, offset)`` in
@@ -413,23 +512,22 @@ class PtraceAddressSpace(AddressSpace):
         return list(self.prots)
 
     def release(self) -> None:
-        """Kill and reap the stub (SIGKILL, waitpid); idempotent, any thread.
-        A task FP image still in the stub (lazy FP) is read out first when
-        called from the tracer thread; from another thread it is lost (the
-        Registers keep their previous image)."""
+        """Kill and reap the stub, every thread of it (SIGKILL, waitpid);
+        idempotent, any thread. Task FP images still in the stub's threads
+        (lazy FP) are read out first when called from the tracer thread; from
+        another thread they are lost (the Registers keep their previous
+        image). Contexts that ran here get a new thread on their next switch
+        elsewhere."""
         stub, self.stub = self.stub, None
-        st, self.state = self.state, None
         if stub is None:
             return
+        states = list(self._states.values())
+        self._states.clear()
+        self._idle.clear()
         try:
-            if st is not None and st.holder is not None:
-                h = st.holder
-                if threading.get_ident() == st.tracer and stub.alive:
-                    with contextlib.suppress(OSError, StubError):
-                        st.evict()
-                if h.fp_pull is st.pull:
-                    object.__setattr__(h, "fp_pull", None)
-                st.holder = None
+            for st in states:
+                st.released = True
+                st.drop()
         finally:
             stub.kill()
             self._platform._aspaces.discard(self)
@@ -439,16 +537,45 @@ class PtraceAddressSpace(AddressSpace):
 
 
 class PtraceContext(Context):
-    """Runs tasks in stubs. Contexts share their address space's stub thread:
-    a switch sets every register, so whichever task ran there last does not
-    matter (gVisor keeps one stub thread per tracer thread the same way)."""
+    """Runs tasks in stub threads: its own thread in each address space it
+    switches into (gVisor keeps one per tracer thread and address space; here
+    one tracer thread serves every context). A switch into an address space
+    other than the last one gives the old thread back and takes one there.
+
+    The thread holds the general registers and (lazy FP) the XSAVE image of
+    the task that last ran in it, usually this context's own task: its next
+    switch then writes only rax, and no FP state."""
 
     def __init__(self, platform: PtracePlatform) -> None:
         self._platform = platform
         self._tracer = platform._tracer
         self._pending = False
-        self._running: Stub | None = None
+        self._running: StubThread | None = None
         self._mypid = os.getpid()
+        #: The address space of the last switch and this context's thread there.
+        self._aspace: PtraceAddressSpace | None = None
+        self._st: _StubState | None = None
+
+    @property
+    def thread(self) -> int | None:
+        """The tid of this context's stub thread (in the address space of its
+        last switch), None if it has none."""
+        st = self._st
+        return None if st is None or st.released else st.pid
+
+    def _enter(self, aspace: AddressSpace) -> _StubState:
+        """Take a thread in ``aspace``, giving back the one held elsewhere."""
+        if not isinstance(aspace, PtraceAddressSpace):
+            raise TypeError(f"not a ptrace address space: {aspace!r}")
+        old, old_aspace = self._st, self._aspace
+        self._st = self._aspace = None
+        if old is not None and old_aspace is not None:
+            old_aspace.give_thread(old)
+        if aspace.stub is None:
+            raise StubError("switch into a released address space")
+        st = aspace.take_thread()
+        self._st, self._aspace = st, aspace
+        return st
 
     def switch(self, aspace: AddressSpace, regs: Registers) -> tuple[Stop, Fault | None]:
         """Run ``regs`` in ``aspace`` (a :class:`PtraceAddressSpace`) until:
@@ -465,49 +592,51 @@ class PtraceContext(Context):
 
         ``regs.regs`` is updated in place. So is ``regs.fpstate`` (the XSAVE
         image), unless the Registers class has the lazy-FP hook: then the
-        image stays in the stub and ``regs.fp_pull`` fetches it when
+        image stays in the stub thread and ``regs.fp_pull`` fetches it when
         ``fpstate`` is first read (see :mod:`.lazyfp`). Segment selectors are
         always the stub's own (user CS/SS, null DS/ES/FS/GS: gVisor
-        ``resetSysemuRegs``); fs_base/gs_base are the task's. Tracer thread
-        only. Raises PtraceError (e.g. EIO for a non-canonical fs_base, EINVAL
-        for a bad XSAVE header) and StubError if the stub died or was released.
+        ``resetSysemuRegs``); fs_base/gs_base are the task's. The first
+        switch into an address space takes a thread there (a new one costs
+        an injected clone). Tracer thread only. Raises PtraceError (e.g. EIO
+        for a non-canonical fs_base, EINVAL for a bad XSAVE header) and
+        StubError if the stub died or was released.
         """
         if threading.get_ident() != self._tracer:
             self._platform._check_thread()
             self._tracer = self._platform._tracer
-        st: _StubState | None = aspace.state  # type: ignore[attr-defined]
-        if st is None:
-            raise StubError("switch into a released address space")
-        self._running = st.stub
+        st = self._st
+        if st is None or aspace is not self._aspace or st.released:
+            st = self._enter(aspace)
+        thread = st.thread
+        self._running = thread
         try:
             if self._pending:
                 self._pending = False
                 return _INTERRUPTED
             pid = st.pid
             ptrace = fast_ptrace
-            stub = st.stub
             r = regs.regs
-            # Registers the stub holds already but rax (the usual case after a
-            # system call) need one PTRACE_POKEUSER: 0.8 µs less than SETREGS.
+            # Registers the thread holds already but rax (the usual case after
+            # a system call) need one PTRACE_POKEUSER: 0.8 µs less than SETREGS.
             # Not for the ERESTART* codes, which would make Linux rewind rip
             # on a signal: a full SETREGS puts orig_rax = -1 (no system call).
             rax = r[10]
-            held = stub.held
-            if stub.held_ok and rax not in _ERESTART:
+            held = thread.held
+            if thread.held_ok and rax not in _ERESTART:
                 held[10] = rax
                 full = r != held
             else:
                 full = True
             if full:
-                stub.held_ok = False
+                thread.held_ok = False
                 cs, ss, ds, es, fs, gs = st.segs
                 _USER_REGS_PACK.pack_into(st.regs, 0, *r[:15], _NO_SYSCALL, r[16], cs, r[18], r[19], ss, r[21],
                                           r[22], ds, es, fs, gs)
                 if ptrace(PTRACE_SETREGS, pid, 0, st.regs_addr) == -1:
-                    _check(PTRACE_SETREGS, pid, 0, st.regs_addr, "PTRACE_SETREGS")
+                    _check(PTRACE_SETREGS, pid, 0, st.regs_addr, "PTRACE_SETREGS", thread)
             elif ptrace(PTRACE_POKEUSER, pid, OFF_RAX, rax) == -1:
-                stub.held_ok = False
-                _check(PTRACE_POKEUSER, pid, OFF_RAX, rax, "PTRACE_POKEUSER rax")
+                thread.held_ok = False
+                _check(PTRACE_POKEUSER, pid, OFF_RAX, rax, "PTRACE_POKEUSER rax", thread)
             lazy = _LAZY_FP.get(type(regs))
             if lazy is None:
                 lazy = _lazy_fp(type(regs))
@@ -516,32 +645,35 @@ class PtraceContext(Context):
                 if st.holder is not None:
                     st.evict()
                 st.set_fp(regs.fpstate)
-            elif lregs.fp_pull is not st.pull:  # else its image is in the stub already
+            elif lregs.fp_pull is not st.pull:  # else its image is in the thread already
                 image = regs.fpstate  # (pulled from wherever it is)
                 st.evict()
                 st.set_fp(image)
             request = PTRACE_SYSEMU_SINGLESTEP if r[18] & _TF else PTRACE_SYSEMU
+            wait_id = thread.wait_id
             while True:
                 if ptrace(request, pid, 0, 0) == -1:
-                    _check(request, pid, 0, 0, "PTRACE_SYSEMU")
+                    _check(request, pid, 0, 0, "PTRACE_SYSEMU", thread)
                 try:
-                    _, status = waitpid(pid, 0)
+                    p, status = waitpid(wait_id, _WALL)
+                    if p != pid:  # another thread's report (see StubThread.wait_id)
+                        status = thread.collect(p, status)
                 except BaseException as e:
                     # A signal handler raised (KeyboardInterrupt...) or another
-                    # thread reaped the stub: leave the stub stopped, or dead.
-                    stub.held_ok = False
-                    stub.stop_after(e)
+                    # thread reaped the stub: leave the thread stopped, or dead.
+                    thread.held_ok = False
+                    thread.stop_after(e)
                     raise
                 if status == _SYSCALL_STATUS:
                     result: tuple[Stop, Fault | None] = _SYSCALL
                     break
                 if status & 0xFF != 0x7F:
-                    st.stub._died(status)
+                    thread.died(status)
                 # A signal-delivery stop (or a group-stop: GETSIGINFO says EINVAL).
                 if ptrace(PTRACE_GETSIGINFO, pid, 0, st.si_addr) == -1:
                     if errno_of(PTRACE_GETSIGINFO, pid, 0, st.si_addr) == _EINVAL:
                         continue
-                    _check(PTRACE_GETSIGINFO, pid, 0, st.si_addr, "PTRACE_GETSIGINFO")
+                    _check(PTRACE_GETSIGINFO, pid, 0, st.si_addr, "PTRACE_GETSIGINFO", thread)
                 signo, _errno, code, addr = SIGINFO_HEAD.unpack_from(st.si)
                 if code > 0 and signo in FAULT_SIGNALS:
                     result = (Stop.FAULT, None)
@@ -552,11 +684,12 @@ class PtraceContext(Context):
                     result = _INTERRUPTED
                     break
                 # Anything else (a stale interrupt, a signal from another
-                # process) is dropped: resuming with signal 0 suppresses it.
+                # process, the first SIGSTOP of a new thread resumed before)
+                # is dropped: resuming with signal 0 suppresses it.
             if ptrace(PTRACE_GETREGS, pid, 0, st.regs_addr) == -1:
-                _check(PTRACE_GETREGS, pid, 0, st.regs_addr, "PTRACE_GETREGS")
+                _check(PTRACE_GETREGS, pid, 0, st.regs_addr, "PTRACE_GETREGS", thread)
             r[:] = held[:] = _USER_REGS_PACK.unpack_from(st.regs)
-            stub.held_ok = True
+            thread.held_ok = True
             if lazy:
                 st.holder = lregs
                 st.shadow = None
@@ -608,26 +741,39 @@ class PtraceContext(Context):
 
     def interrupt(self) -> None:
         """Make the running (or next) switch return Stop.INTERRUPT: sets a flag
-        and sends SIGCHLD to the stub it runs in, through a pidfd. Any thread,
-        or a signal handler."""
+        and sends SIGCHLD to the stub thread it runs in (through a thread
+        pidfd, so no other thread of the stub takes it). Any thread, or a
+        signal handler."""
         self._pending = True
-        stub = self._running
-        if stub is not None:
-            stub.signal(SIGNAL_INTERRUPT)
+        thread = self._running
+        if thread is not None:
+            thread.signal(SIGNAL_INTERRUPT)
 
     def release(self) -> None:
-        """Nothing to free: contexts own no host resources."""
+        """Give this context's stub thread back: it ends (the leader of a
+        stub waits idle for another context instead). Tracer thread (from
+        another, the thread just waits idle until its stub is released)."""
         self._pending = False
+        st, aspace = self._st, self._aspace
+        self._st = self._aspace = None
+        if st is not None and aspace is not None:
+            aspace.give_thread(st)
 
     def __getstate__(self) -> object:
         raise TypeError("a ptrace context belongs to a live platform; create a new one on restore")
 
 
-def _check(request: int, pid: int, addr: int, data: int, what: str) -> None:
-    """After :data:`fast_ptrace` gave -1: raise PtraceError with the errno."""
+def _check(request: int, pid: int, addr: int, data: int, what: str, thread: StubThread | None = None) -> None:
+    """After :data:`fast_ptrace` gave -1: raise PtraceError with the errno,
+    or StubError if ``thread`` was found dead meanwhile (ESRCH: its death
+    was collected while another thread waited)."""
     err = errno_of(request, pid, addr, data)
     if err:
-        raise PtraceError(err, f"{what}, stub {pid}: {os.strerror(err)}")
+        if thread is not None and err == errno.ESRCH:
+            status = thread.stub.stashed.get(pid)
+            if not thread.alive or not thread.stub.alive or (status is not None and status & 0xFF != 0x7F):
+                raise StubError(f"{what}: stub {thread.stub.pid} thread {pid} is dead")
+        raise PtraceError(err, f"{what}, stub thread {pid}: {os.strerror(err)}")
 
 
 def _pin_from_env() -> bool | int:
@@ -642,7 +788,8 @@ def _pin_from_env() -> bool | int:
 
 
 class PtracePlatform(Platform):
-    """The ptrace platform: one stub process per address space.
+    """The ptrace platform: one stub process per address space, one stub
+    thread in it per context that runs there.
 
     ``pin_cpu``: True pins the tracer thread (and so its stubs) to the CPU it
     runs on at :meth:`start`, an int pins to that CPU, False does not pin;

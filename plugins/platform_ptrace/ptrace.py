@@ -25,6 +25,7 @@ PTRACE_KILL = 8
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
@@ -33,7 +34,14 @@ PTRACE_SYSEMU_SINGLESTEP = 32
 
 # Options.
 PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_EXITKILL = 0x100000
+
+#: The event of a clone stop with TRACECLONE (``status >> 16``).
+PTRACE_EVENT_CLONE = 3
+
+#: waitpid option: wait for threads and clone children too (Linux ``__WALL``).
+WALL = 0x40000000
 
 #: Regset note type of the XSAVE image (``include/uapi/linux/elf.h``).
 NT_X86_XSTATE = 0x202
@@ -115,6 +123,22 @@ def peekuser(pid: int, offset: int) -> int:
         if err:
             raise PtraceError(err, f"PTRACE_PEEKUSER({offset}), pid {pid}: {os.strerror(err)}")
     return int(r) & 0xFFFFFFFFFFFFFFFF
+
+
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+SYS_TGKILL = 234
+
+#: ``pidfd_open`` flag for a pidfd of one thread, not of its process (Linux 6.9):
+#: ``pidfd_send_signal`` through it sends a thread-directed signal.
+PIDFD_THREAD = os.O_EXCL
+
+
+def tgkill(tgid: int, tid: int, sig: int) -> None:
+    """Send ``sig`` to thread ``tid`` of process ``tgid`` (tgkill(2)); OSError on failure."""
+    if _syscall(ctypes.c_long(SYS_TGKILL), ctypes.c_long(tgid), ctypes.c_long(tid), ctypes.c_long(sig)) == -1:
+        err = get_errno()
+        raise OSError(err, f"tgkill({tgid}, {tid}, {sig}): {os.strerror(err)}")
 
 
 def current_cpu() -> int:

@@ -28,12 +28,19 @@ What the stub's code does, before any tracer touches it (no stack needed):
 Any failing step exits with the errno as status. After that the tracer only
 ever points ``rip`` at :data:`SYSCALL_ADDR` (``syscall; int3``) to inject a
 system call, or at application code under ``PTRACE_SYSEMU``.
+
+More threads of a stub (:meth:`Stub.new_thread`) come from a ``clone`` of
+the first one injected there: sharing everything and needing no stack, each
+starts at the ``int3`` after the ``syscall``, traced (TRACECLONE) and
+stopped by SIGSTOP. One ends (:meth:`Stub.end_thread`) by an injected
+``exit``; all end with the process (:meth:`Stub.kill`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import struct
@@ -41,14 +48,18 @@ import struct
 from .ptrace import (
     OFF_RAX,
     OFF_RIP,
+    PIDFD_THREAD,
     PTRACE_CONT,
     PTRACE_GETREGS,
     PTRACE_O_EXITKILL,
+    PTRACE_O_TRACECLONE,
     PTRACE_O_TRACESYSGOOD,
     PTRACE_SETOPTIONS,
     PTRACE_SETREGS,
+    WALL,
     peekuser,
     ptrace,
+    tgkill,
 )
 
 PAGE_SIZE = 4096
@@ -70,9 +81,13 @@ STUB_MEMFD = 0
 #: The ELF image's fd number in the child while it starts (closed by the stub).
 _STUB_ELF_FD = 1
 
-SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP = 9, 10, 11
+SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP, SYS_CLONE, SYS_EXIT = 9, 10, 11, 56, 60
 SYS_PTRACE, SYS_PRCTL, SYS_EXIT_GROUP, SYS_CLOSE_RANGE = 101, 157, 231, 436
 PROT_READ, PROT_EXEC = 1, 4
+#: clone flags of a new stub thread: a thread of the stub process, sharing
+#: everything (pthread_create's, less the TLS and tid words; no stack: the
+#: stub's code uses none).
+CLONE_STUB_THREAD = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED = 0x01, 0x02, 0x10
 PR_SET_NAME, PR_SET_NO_NEW_PRIVS = 15, 38
 SYS_SECCOMP, SECCOMP_SET_MODE_FILTER = 317, 1
@@ -230,6 +245,7 @@ _SYSCALL_DONE = SYSCALL_ADDR + 3
 _RAX, _ORIG_RAX, _RIP, _RDI, _RSI, _RDX, _R10, _R8, _R9 = 10, 15, 16, 14, 13, 12, 7, 9, 8
 _USER_REGS = struct.Struct("<27Q")
 _NO_SYSCALL = 0xFFFF_FFFF_FFFF_FFFF  # orig_rax = -1: not in a system call
+waitpid = os.waitpid
 
 
 class StubError(RuntimeError):
@@ -249,26 +265,165 @@ def describe_status(status: int) -> str:
     return f"wait status {status:#x}"
 
 
-class Stub:
-    """One traced stub process: ``pid``, a ``pidfd`` to signal it safely, and
-    the ctypes buffers its ptrace calls use (``regs``: 27 u64 user_regs_struct).
+class StubThread:
+    """One thread of a stub process, traced by the tracer thread: its ``tid``,
+    a way to signal it alone (a thread pidfd, or tgkill on kernels before
+    6.9), the ctypes buffer its register requests use (``regs``: 27 u64
+    user_regs_struct) and the general registers it holds (``held``, valid
+    while ``held_ok``: injected system calls and SETREGS clear it).
 
-    Only the tracer thread may call :meth:`syscall`; :meth:`kill` may be called
-    from any thread of the sentry.
+    Only the tracer thread may call :meth:`syscall` and :meth:`wait`;
+    :meth:`signal` works from any thread.
     """
 
-    __slots__ = ("_inject", "alive", "cs_ss_segs", "held", "held_ok", "pid", "pidfd", "regs", "regs_addr")
+    __slots__ = ("alive", "held", "held_ok", "pidfd", "regs", "regs_addr", "stub", "tid", "wait_id")
+
+    def __init__(self, stub: Stub, tid: int) -> None:
+        self.stub = stub
+        self.tid = tid
+        self.alive = True
+        self.pidfd = -1
+        self.regs = (ctypes.c_uint64 * 27)()
+        self.regs_addr = ctypes.addressof(self.regs)
+        self.held = [0] * 27
+        self.held_ok = False
+        #: What waitpid is given to wait for this thread: its tid, or -pid (the
+        #: stub's process group) for the leader of a stub with other threads,
+        #: whose death Linux reports only once every other thread is reaped.
+        self.wait_id = tid
+
+    def _open_pidfd(self) -> None:
+        try:
+            self.pidfd = os.pidfd_open(self.tid, PIDFD_THREAD)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # EINVAL: no PIDFD_THREAD before Linux 6.9; tgkill then
+                raise
+
+    def syscall(self, nr: int, a0: int = 0, a1: int = 0, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+        """Run system call ``nr`` with up to six arguments in this thread; its
+        result (>= 0). Raises :class:`InjectedSyscallError` with the errno when
+        Linux answers -errno, :class:`StubError` if the stub died.
+
+        The thread's general registers are not restored afterwards: every
+        context switch sets them all (its FP state is left untouched).
+        Signals that stop the thread meanwhile are suppressed (an interrupt
+        stays pending in its context).
+        """
+        self.held_ok = False
+        r = self.stub._inject
+        r[_RAX], r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9] = nr, a0, a1, a2, a3, a4, a5
+        tid = self.tid
+        _USER_REGS.pack_into(self.regs, 0, *r)
+        ptrace(PTRACE_SETREGS, tid, 0, self.regs_addr)
+        while True:
+            ptrace(PTRACE_CONT, tid, 0, 0)
+            status = self.wait()
+            if (status >> 8) & 0xFF == signal.SIGTRAP and peekuser(tid, OFF_RIP) == _SYSCALL_DONE:
+                break
+            # Another signal or an event (a clone's), before or after the call ran: suppress it, go on.
+        ret = peekuser(tid, OFF_RAX)
+        if ret >= 0xFFFF_FFFF_FFFF_F001:  # -4095..-1
+            err = 0x1_0000_0000_0000_0000 - ret
+            raise InjectedSyscallError(
+                err, f"{_NAMES.get(nr, nr)}({', '.join(hex(x) for x in (a0, a1, a2, a3, a4, a5))}) in stub "
+                f"{self.stub.pid} thread {tid}: {os.strerror(err)}")
+        return ret
+
+    def wait(self) -> int:
+        """The next wait status of this thread, which must be a stop; raises
+        :class:`StubError` (after reaping the whole stub) if it died."""
+        status = self.next_status()
+        if status & 0xFF != 0x7F:
+            self.died(status)
+        return status
+
+    def next_status(self) -> int:
+        """The next wait status of this thread, a stop or its death."""
+        status = self.stub.stashed.pop(self.tid, None)
+        if status is None:
+            pid, status = waitpid(self.wait_id, WALL)
+            if pid != self.tid:
+                status = self.collect(pid, status)
+        return status
+
+    def collect(self, pid: int, status: int) -> int:
+        """A wait on the stub's process group (see ``wait_id``) gave another
+        thread's report, ``pid`` and ``status``: keep it for that thread's
+        next wait (a new thread's first stop; a death, the stub being
+        killed) and wait on for this one's. Its status."""
+        stub = self.stub
+        while pid != self.tid:
+            stub.stashed[pid] = status
+            other = stub.threads.get(pid)
+            if other is not None and status & 0xFF != 0x7F:
+                other.gone()  # reaped
+            pid, status = waitpid(self.wait_id, WALL)
+        return status
+
+    def stop_after(self, error: BaseException) -> None:
+        """Bring the thread back to a ptrace stop after ``error`` escaped a
+        wait while it ran (so that the next request finds it stopped); if it
+        is gone (ChildProcessError: reaped elsewhere), mark it dead and raise
+        StubError from ``error``."""
+        if isinstance(error, ChildProcessError):
+            self.gone()
+            raise StubError(f"stub {self.stub.pid} thread {self.tid} was reaped by someone else "
+                            "(platform closed?)") from error
+        self.signal(signal.SIGCHLD)  # a stop the next switch drops as stale
+        with contextlib.suppress(BaseException):
+            self.wait()
+
+    def died(self, status: int) -> None:
+        """This thread was reported dead with ``status``: only SIGKILL kills a
+        stub thread behind the tracer's back, so the whole stub is going:
+        reap it, and raise StubError."""
+        self.gone()
+        self.stub.kill()
+        raise StubError(f"stub {self.stub.pid} thread {self.tid} {describe_status(status)}")
+
+    def gone(self) -> None:
+        """The thread is dead and reaped: forget its pidfd."""
+        self.alive = False
+        fd, self.pidfd = self.pidfd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to this thread alone (through its thread pidfd: never
+        to a reused tid; by tgkill before Linux 6.9). Safe from any thread;
+        does nothing once the thread is gone."""
+        if not self.alive:
+            return
+        fd = self.pidfd
+        with contextlib.suppress(OSError):
+            if fd >= 0:
+                signal.pidfd_send_signal(fd, sig)
+            else:
+                tgkill(self.stub.pid, self.tid, sig)
+
+
+class Stub:
+    """One traced stub process: ``pid``, a ``pidfd`` to signal it safely, and
+    its threads (``threads`` by tid; ``leader`` is the first, which lives as
+    long as the process).
+
+    Every thread is traced by the tracer thread (TRACECLONE makes each new
+    one traced from its start) and must be reaped by it: :meth:`end_thread`
+    reaps one, :meth:`kill` them all. Only the tracer thread may call
+    :meth:`syscall`, :meth:`new_thread` and :meth:`end_thread`; :meth:`kill`
+    and :meth:`signal` work from any thread of the sentry.
+    """
+
+    __slots__ = ("_inject", "alive", "cs_ss_segs", "leader", "pid", "pidfd", "stashed", "threads")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.alive = True
         self.pidfd = -1
-        self.regs = (ctypes.c_uint64 * 27)()
-        self.regs_addr = ctypes.addressof(self.regs)
-        #: The general registers the stub holds (what PTRACE_GETREGS last gave),
-        #: valid while ``held_ok``: injected system calls and SETREGS clear it.
-        self.held = [0] * 27
-        self.held_ok = False
+        self.leader = StubThread(self, pid)
+        self.threads: dict[int, StubThread] = {pid: self.leader}
+        #: Wait statuses collected for a thread other than the one waited for.
+        self.stashed: dict[int, int] = {}
         #: The stub's CS, SS, DS, ES, FS, GS selectors, which every switch keeps.
         self.cs_ss_segs: tuple[int, ...] = ()
         self._inject: list[int] = []
@@ -277,12 +432,13 @@ class Stub:
     def spawn(cls, elf_path: str, memfd: int) -> Stub:
         """Start a stub from the ELF at ``elf_path`` (a ``/proc/self/fd/N`` path)
         with ``memfd`` as its fd 0; returns it stopped and traced by the
-        calling thread, with TRACESYSGOOD|EXITKILL set.
+        calling thread, with TRACESYSGOOD|TRACECLONE|EXITKILL set.
 
         The child gets an empty signal mask, default dispositions and a new
-        session (no terminal signals reach it). Raises :class:`StubError` if
-        the stub exits instead (status = the errno of the step that failed,
-        e.g. EPERM when ptrace is not allowed).
+        session (no terminal signals reach it; its process group is its own,
+        which :meth:`kill` waits on). Raises :class:`StubError` if the stub
+        exits instead (status = the errno of the step that failed, e.g.
+        EPERM when ptrace is not allowed).
         """
         sigs = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
         pid = os.posix_spawn(
@@ -292,95 +448,103 @@ class Stub:
         )
         stub = cls(pid)
         try:
-            _, status = os.waitpid(pid, 0)
+            _, status = waitpid(pid, 0)
             if not os.WIFSTOPPED(status):
-                stub.alive = False
+                stub.alive = stub.leader.alive = False
                 raise StubError(f"stub {pid} {describe_status(status)} while starting")
             if os.WSTOPSIG(status) != signal.SIGTRAP:
                 raise StubError(f"stub {pid} stopped with signal {os.WSTOPSIG(status)}, expected SIGTRAP")
-            ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
-            ptrace(PTRACE_GETREGS, pid, 0, stub.regs_addr)
-            init = list(stub.regs)
+            ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL)
+            leader = stub.leader
+            ptrace(PTRACE_GETREGS, pid, 0, leader.regs_addr)
+            init = list(leader.regs)
             # The user segment selectors every switch uses (gVisor resetSysemuRegs).
             stub.cs_ss_segs = (init[17], init[20], init[23], init[24], init[25], init[26])
             init[_ORIG_RAX] = _NO_SYSCALL
             init[_RIP] = SYSCALL_ADDR
             stub._inject = init
             stub.pidfd = os.pidfd_open(pid)
+            leader._open_pidfd()
         except BaseException:
             stub.kill()
             raise
         return stub
 
     def syscall(self, nr: int, a0: int = 0, a1: int = 0, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
-        """Run system call ``nr`` with up to six arguments in the stub; its
-        result (>= 0). Raises :class:`InjectedSyscallError` with the errno when
-        Linux answers -errno, :class:`StubError` if the stub died.
+        """:meth:`StubThread.syscall` in the leader (any stopped thread
+        would do: they share the address space and the fd table)."""
+        return self.leader.syscall(nr, a0, a1, a2, a3, a4, a5)
 
-        The stub's general registers are not restored afterwards: every
-        context switch sets them all (its FP state is left untouched).
-        Signals that stop the stub meanwhile are suppressed (an interrupt
-        stays pending in its context).
-        """
-        self.held_ok = False
-        r = self._inject
-        r[_RAX], r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9] = nr, a0, a1, a2, a3, a4, a5
-        pid = self.pid
-        _USER_REGS.pack_into(self.regs, 0, *r)
-        ptrace(PTRACE_SETREGS, pid, 0, self.regs_addr)
-        while True:
-            ptrace(PTRACE_CONT, pid, 0, 0)
-            status = self.wait()
-            if (status >> 8) & 0xFF == signal.SIGTRAP and peekuser(pid, OFF_RIP) == _SYSCALL_DONE:
-                break
-            # Another signal, before or after the call ran: suppress it, go on.
-        ret = peekuser(pid, OFF_RAX)
-        if ret >= 0xFFFF_FFFF_FFFF_F001:  # -4095..-1
-            err = 0x1_0000_0000_0000_0000 - ret
-            raise InjectedSyscallError(
-                err, f"{_NAMES.get(nr, nr)}({', '.join(hex(x) for x in (a0, a1, a2, a3, a4, a5))}) in stub {pid}: "
-                f"{os.strerror(err)}")
-        return ret
+    def new_thread(self) -> StubThread:
+        """A new thread of the stub, stopped (in the signal-delivery stop of
+        the SIGSTOP that auto-attach gives it); an injected clone in the
+        leader. Its registers are the leader's at the clone, FP state
+        included: a switch must set them all. Raises
+        :class:`InjectedSyscallError` (EAGAIN at a thread limit) and
+        :class:`StubError` (the stub died)."""
+        leader = self.leader
+        # The new thread's first stop may come before the leader's: wait on
+        # the process group from now on (StubThread.collect keeps it).
+        leader.wait_id = -self.pid
+        try:
+            tid = leader.syscall(SYS_CLONE, CLONE_STUB_THREAD)
+        except BaseException:
+            self._set_wait_id()
+            raise
+        t = StubThread(self, tid)
+        self.threads[tid] = t
+        t.wait()
+        try:
+            t._open_pidfd()
+        except BaseException:
+            self.end_thread(t)
+            raise
+        return t
 
-    def wait(self) -> int:
-        """The next wait status of the stub, which must be a stop; raises
-        :class:`StubError` (after reaping it) if it exited or was killed."""
-        _, status = os.waitpid(self.pid, 0)
-        if status & 0xFF != 0x7F:
-            self._died(status)
-        return status
+    def end_thread(self, t: StubThread) -> None:
+        """End thread ``t`` (not the leader) and reap it: an injected
+        ``exit(0)``. If that fails (the stub is dying), :meth:`kill` reaps it
+        later. Tracer thread only."""
+        if t is self.leader:
+            raise ValueError("the leader of a stub lives as long as its process")
+        try:
+            if t.alive and self.alive:
+                r = list(self._inject)
+                r[_RAX], r[_RDI] = SYS_EXIT, 0
+                _USER_REGS.pack_into(t.regs, 0, *r)
+                ptrace(PTRACE_SETREGS, t.tid, 0, t.regs_addr)
+                while True:
+                    ptrace(PTRACE_CONT, t.tid, 0, 0)
+                    if t.next_status() & 0xFF != 0x7F:
+                        break
+                    # A stop for a pending signal before the call: go on.
+                t.gone()
+        finally:
+            if not t.alive:
+                self.threads.pop(t.tid, None)
+                self.stashed.pop(t.tid, None)
+                self._set_wait_id()
 
-    def stop_after(self, error: BaseException) -> None:
-        """Bring the stub back to a ptrace stop after ``error`` escaped a wait
-        while it ran (so that the next request finds it stopped); if it is
-        gone (ChildProcessError: reaped elsewhere), mark it dead and raise
-        StubError from ``error``."""
-        if isinstance(error, ChildProcessError):
-            self.alive = False
-            self._close_pidfd()
-            raise StubError(f"stub {self.pid} was reaped by someone else (platform closed?)") from error
-        self.signal(signal.SIGCHLD)  # a stop the next switch drops as stale
-        with contextlib.suppress(BaseException):
-            _, status = os.waitpid(self.pid, 0)
-            if status & 0xFF != 0x7F:
-                self.alive = False
-                self._close_pidfd()
-
-    def _died(self, status: int) -> None:
-        self.alive = False
-        self._close_pidfd()
-        raise StubError(f"stub {self.pid} {describe_status(status)}")
+    def _set_wait_id(self) -> None:
+        self.leader.wait_id = self.pid if len(self.threads) == 1 else -self.pid
 
     def signal(self, sig: int) -> None:
-        """Send ``sig`` to the stub (through its pidfd: never to a reused pid).
-        Safe from any thread; does nothing once the stub is gone."""
+        """Send ``sig`` to the stub process (through its pidfd: never to a
+        reused pid). Safe from any thread; does nothing once the stub is gone."""
         fd = self.pidfd
         if fd >= 0 and self.alive:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(fd, sig)
 
     def kill(self) -> None:
-        """SIGKILL the stub and reap it; idempotent, callable from any thread."""
+        """SIGKILL the stub and reap every thread of it; idempotent, callable
+        from any thread.
+
+        Each traced thread's death is reported to the tracer, the leader's
+        only once all others are reaped: so this waits on the stub's process
+        group (its own since setsid), which also finds a thread whose tid a
+        clone in progress had not yet told.
+        """
         if self.alive:
             self.alive = False
             with contextlib.suppress(ProcessLookupError):
@@ -390,14 +554,12 @@ class Stub:
                     os.kill(self.pid, signal.SIGKILL)
             while True:
                 try:
-                    _, status = os.waitpid(self.pid, 0)
+                    waitpid(-self.pid, WALL)
                 except ChildProcessError:
                     break
-                if status & 0xFF != 0x7F:
-                    break
-        self._close_pidfd()
-
-    def _close_pidfd(self) -> None:
+        for t in self.threads.values():
+            t.gone()
+        self.stashed.clear()
         fd, self.pidfd = self.pidfd, -1
         if fd >= 0:
             os.close(fd)
@@ -407,8 +569,12 @@ class Stub:
         with open(f"/proc/{self.pid}/maps") as f:
             return f.read().splitlines()
 
+    def tids(self) -> list[int]:
+        """The tids in the stub's /proc/PID/task (what Linux sees)."""
+        return sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
 
-_NAMES = {SYS_MMAP: "mmap", SYS_MPROTECT: "mprotect", SYS_MUNMAP: "munmap"}
+
+_NAMES = {SYS_MMAP: "mmap", SYS_MPROTECT: "mprotect", SYS_MUNMAP: "munmap", SYS_CLONE: "clone"}
 
 
 def _elf_fd(elf_path: str) -> int:

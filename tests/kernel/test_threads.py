@@ -16,7 +16,7 @@ import pytest
 
 HERE = Path(__file__).parent
 PYRUNSC = Path(sys.executable).parent / "pyrunsc"
-PROGRAMS = ("threads", "timers")
+PROGRAMS = ("threads", "timers", "thread_regs")
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build static test programs")
 
@@ -80,3 +80,62 @@ def test_pids_of_threads(bundle: Path, tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     child = next(line.split()[-1] for line in lines if line.startswith("child pid"))
     assert f"exec from a thread: pid {child}" in lines
+
+
+def test_stub_threads_end_with_their_tasks(bundle: Path, tmp_path: Path) -> None:
+    """In the sentry's own process, on ptrace: while the threads program
+    runs (threads that exit, a robust mutex owner that dies, exit_group and
+    execve from a thread, a fork), each stub has no more threads than tasks
+    use its address space, plus its idle leader, and Linux lists no more
+    than the platform knows (an unreaped thread would be listed); at the
+    end no stub process or thread is left, not even a zombie."""
+    from collections import Counter
+
+    import psutil
+
+    from pyrunsc.core.config import Config
+    from pyrunsc.core.loader import boot
+    from pyrunsc.core.plugins import Plugins
+    from pyrunsc.core.spec import load_bundle
+    from pyrunsc.plugins.platform_ptrace import PtracePlatform
+
+    reason = PtracePlatform.probe()
+    if reason:
+        pytest.skip(f"ptrace platform unavailable: {reason}")
+    proc = {"args": ["/bin/threads"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}
+    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "process": proc,
+                                                    "root": {"path": "rootfs"}}))
+    before = {p.pid for p in psutil.Process().children()}
+    out = tmp_path / "out"
+    with out.open("w") as f:
+        sandbox = boot(Plugins(), load_bundle(bundle), Config(file_access="direct", platform="ptrace"),
+                       stdio=(0, f.fileno(), f.fileno()))
+        kernel = sandbox.kernel
+        platform = kernel.platform
+        assert isinstance(platform, PtracePlatform)
+        exit_thread = kernel._exit_thread
+        most = 0
+
+        def checked_exit_thread(task: object, status: object) -> None:
+            nonlocal most
+            exit_thread(task, status)  # type: ignore[arg-type]
+            users = Counter(id(t.mm.aspace) for t in kernel.tasks.values()
+                            if t.exit_status is None and t.mm is not None and t.mm.aspace is not None)
+            for a in list(platform._aspaces):
+                assert a.stub is not None
+                tids = a.stub.tids()
+                assert tids == sorted(a.threads())
+                assert len(tids) <= users[id(a)] + 1, (tids, users[id(a)])
+                most = max(most, len(tids))
+
+        kernel._exit_thread = checked_exit_thread  # type: ignore[method-assign]
+        try:
+            status = sandbox.kernel.run(sandbox.init)
+            left = [p for p in psutil.Process().children() if p.pid not in before]
+        finally:
+            sandbox.close()
+    assert (status.code, status.signal) == (0, 0), out.read_text()
+    assert oks(out.read_text())[-1] == "all ok"
+    assert most >= 4  # threads ran in threads of their own
+    assert left == []
+    assert {p.pid for p in psutil.Process().children()} == before

@@ -688,3 +688,244 @@ def test_pin_env_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert PtracePlatform(Config()).pin_cpu == 1
     monkeypatch.delenv("PYRUNSC_PTRACE_PIN")
     assert PtracePlatform(Config()).pin_cpu is True
+
+
+# (8) A stub thread per context.
+
+LOOP = SYSCALL + b"\xeb\xfc"  # L: syscall; jmp L
+#: L: syscall; movdqu [rdi], xmm0; movdqu [rdi+16], xmm15; mov [rdi+32], r12;
+#: mov [rdi+40], rbx; mov [rdi+48], r9; jmp L
+STORE_STATE = (SYSCALL + b"\xf3\x0f\x7f\x07" + b"\xf3\x44\x0f\x7f\x7f\x10" + b"\x4c\x89\x67\x20"
+               + b"\x48\x89\x5f\x28" + b"\x4c\x89\x4f\x30" + b"\xeb\xe6")
+SPIN_AT = 0x500000  # a page of JMP_SELF, mapped by _spin_page
+
+
+def _tids(aspace: PtraceAddressSpace) -> list[int]:
+    """The stub's threads as Linux lists them (/proc/PID/task): an unreaped
+    thread would still be there."""
+    assert aspace.stub is not None
+    return aspace.stub.tids()
+
+
+def _spin_page(env: Env, aspace: PtraceAddressSpace) -> None:
+    aspace.map(SPIN_AT, PAGE, env.page(JMP_SELF), RX)
+
+
+def test_each_context_gets_its_own_stub_thread(env: Env) -> None:
+    a = env.aspace
+    assert a.stub is not None
+    pid = a.stub.pid
+    first = env.load(LOOP)
+    regs = [env.regs_cls(first.regs, first.fpstate) for _ in range(3)]
+    ctxs = [env.ctx, env.platform.new_context(), env.platform.new_context()]
+    assert _tids(a) == [pid] and all(c.thread is None for c in ctxs)
+    for ctx, r in zip(ctxs, regs, strict=True):
+        assert ctx.switch(a, r)[0] is Stop.SYSCALL
+    tids = [c.thread for c in ctxs]
+    assert tids[0] == pid and len(set(tids)) == 3  # the leader, then two new threads
+    assert _tids(a) == sorted(t for t in tids if t is not None) == sorted(a.threads())
+    for tid in tids:  # each a thread of the stub, with its seccomp filter
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        assert f"Tgid:\t{pid}\n" in status and "Seccomp:\t2" in status
+    for _ in range(3):  # and each keeps its thread
+        for ctx, r, tid in zip(ctxs, regs, tids, strict=True):
+            assert ctx.switch(a, r)[0] is Stop.SYSCALL and ctx.thread == tid
+    # A context gives its thread back when released: the thread ends, reaped.
+    ctxs[1].release()
+    assert ctxs[1].thread is None
+    assert _tids(a) == sorted([pid, tids[2]])  # type: ignore[list-item]
+    # The leader cannot end before its process: it waits for the next context.
+    ctxs[0].release()
+    assert _tids(a) == sorted([pid, tids[2]])  # type: ignore[list-item]
+    newcomer = env.platform.new_context()
+    assert newcomer.switch(a, regs[0])[0] is Stop.SYSCALL and newcomer.thread == pid
+    # A released context can run again, in a new thread.
+    assert ctxs[1].switch(a, regs[1])[0] is Stop.SYSCALL
+    assert len(_tids(a)) == 3 and ctxs[1].thread not in (pid, tids[2])
+    # Releasing the address space ends them all.
+    a.release()
+    assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
+    assert all(c.thread is None for c in (ctxs[1], ctxs[2], newcomer))
+    with pytest.raises(StubError):
+        ctxs[2].switch(a, regs[2])
+
+
+def test_a_context_moving_to_another_address_space_gives_its_thread_back(env: Env) -> None:
+    a, b = env.aspace, env.platform.new_address_space()
+    assert a.stub is not None and b.stub is not None
+    regs_a, regs_b = env.load(LOOP), env.load(LOOP, aspace=b)
+    stay, move = env.ctx, env.platform.new_context()
+    assert stay.switch(a, regs_a)[0] is Stop.SYSCALL
+    assert move.switch(a, env.regs_cls(regs_a.regs, regs_a.fpstate))[0] is Stop.SYSCALL
+    assert len(_tids(a)) == 2
+    assert move.switch(b, regs_b)[0] is Stop.SYSCALL  # as after an execve
+    assert move.thread == b.stub.pid and _tids(a) == [a.stub.pid] and _tids(b) == [b.stub.pid]
+    # The leader goes back idle when its context moves on, and is taken again.
+    assert stay.switch(b, env.regs_cls(regs_b.regs, regs_b.fpstate))[0] is Stop.SYSCALL
+    assert len(_tids(b)) == 2 and _tids(a) == [a.stub.pid]
+    assert move.switch(a, regs_a)[0] is Stop.SYSCALL and move.thread == a.stub.pid
+    assert stay.thread not in (None, b.stub.pid) and _tids(b) == sorted([b.stub.pid, stay.thread])  # type: ignore[list-item]
+    third = env.platform.new_context()  # takes b's idle leader: no new thread
+    assert third.switch(b, regs_b)[0] is Stop.SYSCALL and third.thread == b.stub.pid and len(_tids(b)) == 2
+
+
+def test_register_and_fp_state_stay_with_their_thread(env: Env) -> None:
+    """Three tasks with distinctive general and vector registers take turns,
+    each in its own context, many times (with a mapping change and a new
+    context coming in between); each stores its registers at every turn."""
+    a = env.aspace
+    base = env.load(STORE_STATE)
+    tasks = []
+    for i in range(3):
+        r = env.regs_cls(base.regs, base.fpstate)
+        r.rdi = DATA + 0x100 * i
+        r.r12, r.rbx, r.r9 = 0x1200 + i, 0xB000 + i, 0x9900 + i
+        r.fpstate[160:176] = bytes([0x10 * i + 1]) * 16  # xmm0
+        r.fpstate[400:416] = bytes([0x10 * i + 2]) * 16  # xmm15
+        tasks.append(r)
+
+    def expected(i: int) -> bytes:
+        return (bytes([0x10 * i + 1]) * 16 + bytes([0x10 * i + 2]) * 16
+                + struct.pack("<3Q", 0x1200 + i, 0xB000 + i, 0x9900 + i))
+
+    ctxs = [env.ctx, env.platform.new_context()]
+    for turn in range(60):
+        if turn == 20:
+            a.map(DATA + PAGE, PAGE, env.page(), RW)  # injected into the leader
+        if turn == 30:
+            ctxs.append(env.platform.new_context())  # a clone while the others hold state
+        for i, ctx in enumerate(ctxs):
+            r = tasks[i]
+            r.rax = turn
+            assert ctx.switch(a, r)[0] is Stop.SYSCALL
+            assert (r.r12, r.rbx, r.r9, r.rdi) == (0x1200 + i, 0xB000 + i, 0x9900 + i, DATA + 0x100 * i)
+            if turn > (30 if i == 2 else 0):  # after its first system call
+                assert env.data(at=DATA + 0x100 * i, n=56) == expected(i), (turn, i)
+    assert len(set(c.thread for c in ctxs)) == 3
+    for i, r in enumerate(tasks):
+        assert r.fpstate[160:176] == bytes([0x10 * i + 1]) * 16 and r.fpstate[400:416] == bytes([0x10 * i + 2]) * 16
+
+
+def test_interrupt_reaches_the_running_thread(env: Env) -> None:
+    a = env.aspace
+    _spin_page(env, a)
+    regs_a = env.load(LOOP)
+    regs_b = env.regs_cls(regs_a.regs, regs_a.fpstate)
+    ctx_a, ctx_b = env.ctx, env.platform.new_context()
+    assert ctx_a.switch(a, regs_a)[0] is Stop.SYSCALL
+    assert ctx_b.switch(a, regs_b)[0] is Stop.SYSCALL  # ctx_b now has a thread of its own
+    assert ctx_b.thread != ctx_a.thread
+    regs_b.rip = SPIN_AT
+    dog = _watchdog(env, 20)
+    try:
+        # An interrupt of the other context does not stop this one.
+        threading.Timer(0.05, ctx_a.interrupt).start()
+        threading.Timer(0.3, ctx_b.interrupt).start()
+        t0 = time.monotonic()
+        assert ctx_b.switch(a, regs_b) == (Stop.INTERRUPT, None)
+        assert 0.25 < time.monotonic() - t0 < 5
+        assert regs_b.rip == SPIN_AT
+        assert ctx_a.switch(a, regs_a) == (Stop.INTERRUPT, None)  # its own, kept for it
+        # Again, with the leader's context spinning while another thread exists.
+        regs_a.rip = SPIN_AT
+        threading.Timer(0.05, ctx_a.interrupt).start()
+        assert ctx_a.switch(a, regs_a) == (Stop.INTERRUPT, None)
+        regs_b.rip = CODE
+        assert ctx_b.switch(a, regs_b)[0] is Stop.SYSCALL
+    finally:
+        dog.cancel()
+
+
+@pytest.mark.parametrize("spinner", ["leader", "thread"])
+def test_killed_stub_with_threads_is_an_error_and_all_reaped(env: Env, spinner: str) -> None:
+    """SIGKILL ends every thread of a stub: each is reaped, whichever the
+    running context waits on (Linux reports the leader's death only after
+    the others are reaped)."""
+    a = env.aspace
+    assert a.stub is not None
+    pid = a.stub.pid
+    _spin_page(env, a)
+    base = env.load(LOOP)
+    ctxs = [env.ctx, env.platform.new_context(), env.platform.new_context()]
+    regs = [env.regs_cls(base.regs, base.fpstate) for _ in ctxs]
+    for ctx, r in zip(ctxs, regs, strict=True):
+        assert ctx.switch(a, r)[0] is Stop.SYSCALL
+    assert len(_tids(a)) == 3
+    i = 0 if spinner == "leader" else 1
+    regs[i].rip = SPIN_AT
+    threading.Timer(0.05, os.kill, (pid, signal.SIGKILL)).start()
+    with pytest.raises(StubError, match="SIGKILL"):
+        ctxs[i].switch(a, regs[i])
+    assert not Path(f"/proc/{pid}").exists()  # every thread reaped, the leader too
+    assert pid not in {p.pid for p in _children()}
+    with pytest.raises(StubError):
+        ctxs[2 - i].switch(a, regs[2 - i])
+    a.release()
+
+
+def test_interrupt_by_tgkill_without_thread_pidfds(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux before 6.9 has no PIDFD_THREAD: threads are signalled by tgkill."""
+    real = os.pidfd_open
+
+    def pidfd_open(pid: int, flags: int = 0) -> int:
+        if flags & os.O_EXCL:  # PIDFD_THREAD
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    a = env.aspace
+    _spin_page(env, a)
+    regs_a = env.load(LOOP)
+    regs_b = env.regs_cls(regs_a.regs, regs_a.fpstate)
+    ctx_b = env.platform.new_context()
+    assert env.ctx.switch(a, regs_a)[0] is Stop.SYSCALL
+    assert ctx_b.switch(a, regs_b)[0] is Stop.SYSCALL
+    assert a.stub is not None and ctx_b.thread is not None
+    assert a.stub.threads[ctx_b.thread].pidfd == -1
+    regs_b.rip = SPIN_AT
+    dog = _watchdog(env, 20)
+    threading.Timer(0.05, ctx_b.interrupt).start()
+    assert ctx_b.switch(a, regs_b) == (Stop.INTERRUPT, None)
+    dog.cancel()
+    ctx_b.release()
+    assert len(_tids(a)) == 1
+
+
+def test_lazy_fp_is_saved_before_a_thread_ends(lazy_env: Env) -> None:
+    env = lazy_env
+    regs = env.load(LOAD_XMM0 + SYSCALL)
+    env.memfile.write(_file_offset(env.aspace, DATA), struct.pack("<Q", 0x6262))
+    assert env.ctx.switch(env.aspace, env.regs_cls(regs.regs, regs.fpstate))[0] is Stop.SYSCALL  # the leader
+    ctx = env.platform.new_context()
+    assert ctx.switch(env.aspace, regs)[0] is Stop.SYSCALL
+    assert regs.fp_pull is not None  # type: ignore[attr-defined]
+    ctx.release()
+    assert len(_tids(env.aspace)) == 1
+    assert regs.fp_pull is None  # type: ignore[attr-defined]
+    assert regs.fpstate[160:168] == struct.pack("<Q", 0x6262)
+
+
+def test_close_with_threads_leaves_no_process_and_no_fd() -> None:
+    reason = ptrace_unavailable()
+    if reason:
+        pytest.skip(f"ptrace platform unavailable: {reason}")
+    memfile = MemoryFile(size=1 << 24)
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+    children_before = {p.pid for p in _children()}
+    platform = PtracePlatform(Config())
+    platform.start(memfile)
+    try:
+        aspaces = [platform.new_address_space() for _ in range(2)]
+    except StubError as e:
+        platform.close()
+        pytest.skip(f"ptrace not permitted here: {e}")
+    env = Env(platform, memfile, aspaces[0], platform.new_context())
+    for a in aspaces:
+        base = env.load(LOOP, aspace=a)
+        for _ in range(3):
+            assert platform.new_context().switch(a, env.regs_cls(base.regs, base.fpstate))[0] is Stop.SYSCALL
+    assert [len(_tids(a)) for a in aspaces] == [3, 3]
+    platform.close()
+    assert {p.pid for p in _children()} == children_before  # no zombie either
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before
+    memfile.close()

@@ -122,7 +122,7 @@ def spare_cpu() -> bool:
     has more than one CPU and its 1-minute load average leaves one free.
 
     On a saturated machine (and with Linux's per-session autogroups) a
-    second thread only adds hand-offs: measured 10-15% slower there."""
+    second thread only adds hand-offs: measured 8-16% slower there."""
     cpus = os.cpu_count() or 1
     try:
         return cpus > 1 and os.getloadavg()[0] < cpus - 1

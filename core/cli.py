@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 import rich_click
@@ -41,11 +41,14 @@ from rich.table import Table
 from .config import FILE_ACCESS, Config
 from .deployment import Deployment, load_deployment
 from .document import visible
-from .errors import ConfigError, PyrunscError
+from .errors import ConfigError, ImageError, PyrunscError
 from .mounts import create_restore_environment, resolve_all
 from .plugins import Plugins
 from .spec import Spec, default_spec, display_path, load_bundle, show_path
 from .state import StateStore
+
+if TYPE_CHECKING:
+    from .checkpoint.image import Inspection
 
 log = logging.getLogger("pyrunsc")
 
@@ -674,6 +677,147 @@ def delete_cmd(state: State, force: bool, container_id: str) -> None:
     from . import sandbox
 
     sandbox.delete(_store(state), container_id, force=force)
+
+
+# Checkpoint images (issue 7).
+
+
+@cli.group("image", cls=rich_click.RichGroup)
+def image_group() -> None:
+    """Look into checkpoint images."""
+
+
+def _image_key(state: State, key_file: Path | None) -> tuple[bytes | None, str]:
+    """The key to check images with, and where it came from (for messages):
+    ``--image-key``, else the root's key, which is not created here."""
+    from .checkpoint.key import KEY_FILE, resolve_key
+
+    root = state.root or Config.resolve({}, None).root_dir
+    key = resolve_key(root, key_file, create=False)
+    return key, os.fspath(key_file) if key_file is not None else os.fspath(root / KEY_FILE)
+
+
+@image_group.command("inspect")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help=_FORMAT_HELP)
+@click.option("--image-key", "key_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Check the MAC with this key (default: the key under --root).")
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.pass_obj
+def image_inspect_cmd(state: State, fmt: str, key_file: Path | None, directory: Path) -> None:
+    """Show a checkpoint image's header, and whether its MAC and checksums verify.
+
+    Exit status 2 if the image is unreadable, altered, truncated or made with
+    another key; the header is still shown when it can be read.
+    """
+    from .checkpoint.image import inspect_image
+    from .checkpoint.progress import BarProgress, Progress
+
+    key, key_source = _image_key(state, key_file)
+    progress: Progress = BarProgress(sys.stderr) if sys.stderr.isatty() else Progress()
+    try:
+        found = inspect_image(directory, key, progress=progress)
+    finally:
+        if isinstance(progress, BarProgress):
+            progress.close()
+    if fmt == "json":
+        emit_json(found.to_json())
+    else:
+        _print_inspection(found, key_source)
+    if key is None:
+        log.warning("no image key at %s: the MAC was not checked (give --image-key FILE)", key_source)
+    if found.problems:
+        raise ImageError("; ".join(found.problems), file=os.fspath(directory))
+
+
+def _print_inspection(found: Inspection, key_source: str) -> None:
+    """``pyrunsc image inspect``'s tables: the header, mounts, tasks, tmpfs."""
+    from .checkpoint.progress import format_bytes
+
+    h = found.header
+
+    def text(value: Any) -> str:
+        return cell(value if isinstance(value, str) else json.dumps(value))
+
+    def size(value: Any) -> str:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return f"{format_bytes(value)} ({value} bytes)" if ok else text(value)
+
+    def get(*names: str) -> Any:
+        value: Any = h
+        for name in names:
+            value = value.get(name) if isinstance(value, dict) else None
+        return value
+
+    console = stdout_console()
+    if found.mac is True:
+        verdict = "[green]verified[/]" if not found.problems else "[red]MAC ok, parts damaged[/]"
+    elif found.mac is False:
+        verdict = "[red]NOT VERIFIED: the MAC does not verify[/]"
+    else:
+        verdict = "[yellow]MAC not checked: no key[/]"
+    table = Table(title=f"checkpoint image {cell(os.fspath(found.path))}: {verdict}", title_justify="left",
+                  show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    memory = get("memory") or {}
+    committed, saved = get("memory", "committed"), get("memory", "saved")
+    zero = committed - saved if isinstance(committed, int) and isinstance(saved, int) else None
+    extents = get("memory", "extents")
+    rows = [
+        ("format", str(found.version)),
+        ("pyrunsc version", text(get("pyrunsc_version"))),
+        ("created", text(get("created"))),
+        ("platform", text(get("platform"))),
+        ("container id", text(get("container_id"))),
+        ("spec digest", text(get("spec_digest"))),
+        ("compression", text(get("compression"))),
+        ("memory file", size(memory.get("file_size")) if isinstance(memory, dict) else text(memory)),
+        ("memory committed", size(committed)),
+        ("memory saved", f"{size(saved)} in {len(extents) if isinstance(extents, list) else '?'} extents"),
+        ("zero pages skipped", size(zero)),
+        ("kernel blob", size(get("parts", "kernel", "raw_size"))),
+    ]
+    for name, st in found.files.items():
+        rows.append((name, f"{size(st['size'])}, {format_bytes(st['allocated'])} on disk"))
+    rows.append(("key", f"id {text(get('key_id'))}; checked with {cell(key_source)}"
+                 if found.mac is not None else f"id {text(get('key_id'))}; no key at {cell(key_source)}"))
+    rows.append(("MAC", {True: "[green]ok[/]", False: "[red]mismatch[/]", None: "[yellow]unchecked[/]"}[found.mac]))
+    rows.append(("checksums", "[green]ok[/]" if not found.problems else
+                 "[red]" + cell("; ".join(found.problems)) + "[/]"))
+    for field_name, value in rows:
+        table.add_row(field_name, value)
+    console.print(table)
+
+    mounts = get("mounts")
+    if isinstance(mounts, list) and mounts:
+        mt = Table(title="compiled mounts", title_justify="left")
+        cols = ("destination", "type", "filesystem", "device", "flags", "source")
+        for col in cols:
+            mt.add_column(col, overflow="fold")
+        for m in mounts:
+            m = m if isinstance(m, dict) else {}
+            mt.add_row(*(text(",".join(m[c]) if c == "flags" and isinstance(m.get(c), list) else m.get(c, ""))
+                         for c in cols))
+        console.print(mt)
+    for title, items in (("tasks", get("tasks")), ("tmpfs", get("tmpfs"))):
+        if not isinstance(items, list) or not items:
+            continue
+        cols_seen: list[str] = []
+        for item in items:
+            for k in item if isinstance(item, dict) else ():
+                if k not in cols_seen:
+                    cols_seen.append(k)
+        tt = Table(title=f"{title} ({len(items)})", title_justify="left")
+        for col in cols_seen:
+            tt.add_column(cell(col), overflow="fold")
+        for item in items:
+            item = item if isinstance(item, dict) else {}
+            tt.add_row(*(size(item.get(c)) if c == "bytes" else text(item.get(c, "")) for c in cols_seen))
+        console.print(tt)
+    plugins = get("plugins")
+    if isinstance(plugins, dict) and plugins:
+        console.print("plugins: " + text(plugins))
 
 
 def _global_flags(args: list[str]) -> dict[str, str]:

@@ -86,3 +86,15 @@ class SyscallError(Exception):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.detail}" if self.detail else self.name
+
+
+class ImageError(ConfigError):
+    """A checkpoint image that cannot be used: missing, truncated, altered,
+    made with another key or by a newer pyrunsc; exit status 2.
+
+    ``str()`` gives ``FILE: MESSAGE``, naming the image's file (or folder),
+    e.g. ``img/pages.img: SHA-256 mismatch: altered or corrupted``.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None) -> None:
+        super().__init__(message, file=file)

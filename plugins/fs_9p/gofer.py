@@ -1630,12 +1630,23 @@ class Listener:
         sock.listen(backlog)
         self.sock = sock
 
-    def serve_forever(self) -> None:
-        """Accept connections until the listener is closed (or a signal's
-        exception, such as KeyboardInterrupt, interrupts accept)."""
+    def serve_forever(self, until: int | None = None) -> None:
+        """Accept connections until the file descriptor ``until`` is readable
+        (the standalone gofer gives its signal wakeup pipe) or the listener is
+        closed."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if until is not None:
+            poller.register(until, select.POLLIN)
+        self.sock.setblocking(False)  # what poll said was there may be gone
         while True:
+            ready = [fd for fd, _ in poller.poll()]
+            if until in ready:
+                return
             try:
                 conn, _ = self.sock.accept()
+            except BlockingIOError:
+                continue
             except OSError as e:
                 if self.sock.fileno() < 0:
                     return
@@ -1661,8 +1672,9 @@ class Listener:
             self._unix_ino = None
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _stop_signal(signum: int, frame: object) -> None:
+    """SIGINT's and SIGTERM's handler in ``pyrunsc gofer``: nothing to do
+    here, the signal's number in the wakeup pipe stops the serving."""
 
 
 def _raise_nofile_limit() -> None:
@@ -1704,23 +1716,28 @@ def gofer_command(serve_dir: str, listen: str, read_only: bool, anames: tuple[st
         raise ConfigError("not a folder", field="--serve", file=serve_dir)
     _raise_nofile_limit()
     gofer = Gofer(path, read_only=read_only, anames=anames, max_msize=msize, workers=workers)
-    # Explicitly: a shell without job control starts background jobs with
-    # SIGINT ignored, and Python then leaves it ignored.
-    old_int = signal.signal(signal.SIGINT, _raise_interrupt)
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C and kill(1) send a process-directed signal, which the kernel
+    # gives to any thread that does not block it: one of the gofer's may take
+    # it first (each pthread_create briefly blocks and unblocks signals), and
+    # Python then only flags it for the main thread, whose accept() it does not
+    # interrupt. So the main thread waits on the listening socket and on a
+    # wakeup pipe, which gets the signal's number from whichever thread took it.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    # Handlers explicitly: a shell without job control starts background jobs
+    # with SIGINT ignored, and Python then leaves it ignored. They stay until
+    # the end, so another Ctrl-C does not break the (bounded) shutdown.
+    old_int = signal.signal(signal.SIGINT, _stop_signal)
+    old_term = signal.signal(signal.SIGTERM, _stop_signal)
     listener: Listener | None = None
     try:
         listener = Listener(gofer, address)
         mode = "read-only" if read_only else "read-write"
         click.echo(f"pyrunsc gofer: serving {gofer.root} ({mode}) on {listener.address}", err=True)
-        listener.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        listener.serve_forever(until=wake_r)
     except OSError as e:
         raise PyrunscError(f"gofer: {e}") from e
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
         if listener is not None:
             listener.close()
         # A channel whose request is stuck in the host (a hung filesystem) must
@@ -1728,6 +1745,11 @@ def gofer_command(serve_dir: str, listen: str, read_only: bool, anames: tuple[st
         closer = threading.Thread(target=gofer.close, name="gofer-close", daemon=True)
         closer.start()
         closer.join(3)
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
     if closer.is_alive():
         log.warning("gofer: channels did not close within 3 s; exiting anyway")
         click.echo("pyrunsc gofer: stopped", err=True)

@@ -8,7 +8,10 @@ Two ways to run it:
   :func:`serve_fd` does the same for a socket file descriptor.
 - **standalone mode**: ``pyrunsc gofer --serve DIR --listen unix:PATH``
   (or ``tcp:HOST:PORT``), the :data:`gofer_command` click command that the
-  fs_9p plugin adds to the CLI; Ctrl-C (SIGINT) or SIGTERM stops it cleanly.
+  fs_9p plugin adds to the CLI; Ctrl-C (SIGINT) or SIGTERM stops it cleanly,
+  whichever of its threads the signal reaches, giving its channels
+  STANDALONE_CLOSE_TIMEOUT seconds to end (a request stuck in the host is
+  left behind).
 
 Confinement follows gVisor's ``runsc/fsgofer`` (and its ``pkg/p9`` server's
 ``checkSafeName``):
@@ -99,7 +102,6 @@ import signal
 import socket
 import stat
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -129,6 +131,10 @@ DEFAULT_SEND_TIMEOUT = 30.0
 #: watchdog gives the reading to a new thread (it looks this often, so the
 #: handover comes after one to two budgets).
 INLINE_BUDGET = 0.002
+#: Seconds :meth:`Gofer.close` waits in all for its channels to end.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+#: The same for ``pyrunsc gofer`` after SIGINT or SIGTERM.
+STANDALONE_CLOSE_TIMEOUT = 3.0
 #: Largest xattr value (Linux XATTR_SIZE_MAX), bytes.
 XATTR_SIZE_MAX = 65536
 
@@ -512,17 +518,22 @@ class Gofer:
                 self._arm(conn)
         threading.Thread(target=self._poll, args=(new,), name=f"gofer-poll-{new.gen}", daemon=True).start()
 
-    def close(self) -> None:
-        """Close every channel, stop the workers, close the root."""
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Close every channel, stop the workers, close the root. Waits up to
+        ``timeout`` seconds in all for the channels to end; one that did not
+        (a request stuck in the host) is logged and left to its daemon
+        threads."""
         with self._lock:
             self._closed = True
             conns = list(self._connections)
         self._watching.set()  # the watchdog sees _closed and ends
         for c in conns:
             c.close()
-        deadline = time.monotonic() + 5  # for all channels together, not each
-        for c in conns:
-            c.wait(max(deadline - time.monotonic(), 0))
+        deadline = time.monotonic() + timeout  # for all channels together, not each
+        late = [c for c in conns if not c.wait(max(deadline - time.monotonic(), 0))]
+        if late:
+            log.warning("gofer: %d channel(s) of %s did not end within %g s; leaving them",
+                        len(late), self.root, timeout)
         self._polling = False
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")  # the pollers see _polling and end
@@ -1740,21 +1751,14 @@ def gofer_command(serve_dir: str, listen: str, read_only: bool, anames: tuple[st
     finally:
         if listener is not None:
             listener.close()
-        # A channel whose request is stuck in the host (a hung filesystem) must
-        # not keep a stopped gofer alive: give the clean shutdown 3 s.
-        closer = threading.Thread(target=gofer.close, name="gofer-close", daemon=True)
-        closer.start()
-        closer.join(3)
+        # A channel whose request is stuck in the host (a hung filesystem)
+        # must not keep a stopped gofer alive: it is left to its daemon threads.
+        gofer.close(timeout=STANDALONE_CLOSE_TIMEOUT)
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
         signal.set_wakeup_fd(old_wakeup)
         os.close(wake_r)
         os.close(wake_w)
-    if closer.is_alive():
-        log.warning("gofer: channels did not close within 3 s; exiting anyway")
-        click.echo("pyrunsc gofer: stopped", err=True)
-        sys.stderr.flush()
-        os._exit(0)
     click.echo("pyrunsc gofer: stopped", err=True)
 
 

@@ -8,7 +8,10 @@ Two ways to run it:
   :func:`serve_fd` does the same for a socket file descriptor.
 - **standalone mode**: ``pyrunsc gofer --serve DIR --listen unix:PATH``
   (or ``tcp:HOST:PORT``), the :data:`gofer_command` click command that the
-  fs_9p plugin adds to the CLI; Ctrl-C (SIGINT) or SIGTERM stops it cleanly.
+  fs_9p plugin adds to the CLI; Ctrl-C (SIGINT) or SIGTERM stops it cleanly,
+  whichever of its threads the signal reaches, giving its channels
+  STANDALONE_CLOSE_TIMEOUT seconds to end (a request stuck in the host is
+  left behind).
 
 Confinement follows gVisor's ``runsc/fsgofer`` (and its ``pkg/p9`` server's
 ``checkSafeName``):
@@ -99,7 +102,6 @@ import signal
 import socket
 import stat
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -129,6 +131,10 @@ DEFAULT_SEND_TIMEOUT = 30.0
 #: watchdog gives the reading to a new thread (it looks this often, so the
 #: handover comes after one to two budgets).
 INLINE_BUDGET = 0.002
+#: Seconds :meth:`Gofer.close` waits in all for its channels to end.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+#: The same for ``pyrunsc gofer`` after SIGINT or SIGTERM.
+STANDALONE_CLOSE_TIMEOUT = 3.0
 #: Largest xattr value (Linux XATTR_SIZE_MAX), bytes.
 XATTR_SIZE_MAX = 65536
 
@@ -512,17 +518,22 @@ class Gofer:
                 self._arm(conn)
         threading.Thread(target=self._poll, args=(new,), name=f"gofer-poll-{new.gen}", daemon=True).start()
 
-    def close(self) -> None:
-        """Close every channel, stop the workers, close the root."""
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Close every channel, stop the workers, close the root. Waits up to
+        ``timeout`` seconds in all for the channels to end; one that did not
+        (a request stuck in the host) is logged and left to its daemon
+        threads."""
         with self._lock:
             self._closed = True
             conns = list(self._connections)
         self._watching.set()  # the watchdog sees _closed and ends
         for c in conns:
             c.close()
-        deadline = time.monotonic() + 5  # for all channels together, not each
-        for c in conns:
-            c.wait(max(deadline - time.monotonic(), 0))
+        deadline = time.monotonic() + timeout  # for all channels together, not each
+        late = [c for c in conns if not c.wait(max(deadline - time.monotonic(), 0))]
+        if late:
+            log.warning("gofer: %d channel(s) of %s did not end within %g s; leaving them",
+                        len(late), self.root, timeout)
         self._polling = False
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")  # the pollers see _polling and end
@@ -1630,12 +1641,23 @@ class Listener:
         sock.listen(backlog)
         self.sock = sock
 
-    def serve_forever(self) -> None:
-        """Accept connections until the listener is closed (or a signal's
-        exception, such as KeyboardInterrupt, interrupts accept)."""
+    def serve_forever(self, until: int | None = None) -> None:
+        """Accept connections until the file descriptor ``until`` is readable
+        (the standalone gofer gives its signal wakeup pipe) or the listener is
+        closed."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if until is not None:
+            poller.register(until, select.POLLIN)
+        self.sock.setblocking(False)  # what poll said was there may be gone
         while True:
+            ready = [fd for fd, _ in poller.poll()]
+            if until in ready:
+                return
             try:
                 conn, _ = self.sock.accept()
+            except BlockingIOError:
+                continue
             except OSError as e:
                 if self.sock.fileno() < 0:
                     return
@@ -1661,8 +1683,9 @@ class Listener:
             self._unix_ino = None
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _stop_signal(signum: int, frame: object) -> None:
+    """SIGINT's and SIGTERM's handler in ``pyrunsc gofer``: nothing to do
+    here, the signal's number in the wakeup pipe stops the serving."""
 
 
 def _raise_nofile_limit() -> None:
@@ -1704,35 +1727,38 @@ def gofer_command(serve_dir: str, listen: str, read_only: bool, anames: tuple[st
         raise ConfigError("not a folder", field="--serve", file=serve_dir)
     _raise_nofile_limit()
     gofer = Gofer(path, read_only=read_only, anames=anames, max_msize=msize, workers=workers)
-    # Explicitly: a shell without job control starts background jobs with
-    # SIGINT ignored, and Python then leaves it ignored.
-    old_int = signal.signal(signal.SIGINT, _raise_interrupt)
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C and kill(1) send a process-directed signal, which the kernel
+    # gives to any thread that does not block it: one of the gofer's may take
+    # it first (each pthread_create briefly blocks and unblocks signals), and
+    # Python then only flags it for the main thread, whose accept() it does not
+    # interrupt. So the main thread waits on the listening socket and on a
+    # wakeup pipe, which gets the signal's number from whichever thread took it.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    # Handlers explicitly: a shell without job control starts background jobs
+    # with SIGINT ignored, and Python then leaves it ignored. They stay until
+    # the end, so another Ctrl-C does not break the (bounded) shutdown.
+    old_int = signal.signal(signal.SIGINT, _stop_signal)
+    old_term = signal.signal(signal.SIGTERM, _stop_signal)
     listener: Listener | None = None
     try:
         listener = Listener(gofer, address)
         mode = "read-only" if read_only else "read-write"
         click.echo(f"pyrunsc gofer: serving {gofer.root} ({mode}) on {listener.address}", err=True)
-        listener.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        listener.serve_forever(until=wake_r)
     except OSError as e:
         raise PyrunscError(f"gofer: {e}") from e
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
         if listener is not None:
             listener.close()
-        # A channel whose request is stuck in the host (a hung filesystem) must
-        # not keep a stopped gofer alive: give the clean shutdown 3 s.
-        closer = threading.Thread(target=gofer.close, name="gofer-close", daemon=True)
-        closer.start()
-        closer.join(3)
-    if closer.is_alive():
-        log.warning("gofer: channels did not close within 3 s; exiting anyway")
-        click.echo("pyrunsc gofer: stopped", err=True)
-        sys.stderr.flush()
-        os._exit(0)
+        # A channel whose request is stuck in the host (a hung filesystem)
+        # must not keep a stopped gofer alive: it is left to its daemon threads.
+        gofer.close(timeout=STANDALONE_CLOSE_TIMEOUT)
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
     click.echo("pyrunsc gofer: stopped", err=True)
 
 

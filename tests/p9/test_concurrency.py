@@ -80,6 +80,20 @@ def _open(c: Client, root: int, path: str) -> int:
     return f
 
 
+def test_close_is_bounded_when_a_request_is_stuck_in_the_host(
+    tree: Tree, gate: Gate, connect: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    g = slow_gofer(tree, gate)
+    c = connect(g)
+    c.send(m.Twalk(attach(c), c.alloc_fid(), ("slow",)))
+    assert gate.entered.wait(5)  # as a read on a hung filesystem would be; the fixture releases it
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="pyrunsc.gofer"):
+        g.close(timeout=0.5)
+    assert 0.5 <= time.monotonic() - t0 < 3
+    assert "1 channel(s)" in caplog.text and "did not end within 0.5 s" in caplog.text
+
+
 def test_flush_of_a_running_request_comes_after_its_reply(
     tree: Tree, gate: Gate, connect: Callable[..., Client]
 ) -> None:

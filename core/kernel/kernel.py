@@ -125,6 +125,8 @@ class Kernel:
     _woken: list[Task] = field(default_factory=list)
     #: Tasks of stopped thread groups (job control), until SIGCONT.
     _stopped: list[Task] = field(default_factory=list)
+    #: Set by sched_yield: the caller's time slice ends after this call.
+    yielded: bool = False
     #: The foreground process group of each host terminal the sandbox was
     #: given (by device number), kept here, never set on the host.
     tty_foreground: dict[int, int] = field(default_factory=dict)
@@ -435,6 +437,7 @@ class Kernel:
                 continue  # ended while queued (its group exited)
             if task is not current:
                 current, used = task, 0
+                self.yielded = False
             if task.pending | task.tg.pending and not task.kill_signal:
                 signals.deliver(task)
             if task.kill_signal:
@@ -459,9 +462,10 @@ class Kernel:
                     continue
                 if task.exit_status is None:
                     used += 1
-                    if used < SLICE:
+                    if used < SLICE and not self.yielded:
                         runnable.appendleft(task)  # the caller goes on, as on Linux
                     else:
+                        self.yielded = False
                         runnable.append(task)
                         current = None
             elif stop is Stop.FAULT:

@@ -509,6 +509,8 @@ def sys_times(task: Task, addr: int) -> int:
 
 @syscall("sched_yield")
 def sys_sched_yield(task: Task) -> int:
+    """The caller goes to the back of the run queue (Linux ``do_sched_yield``)."""
+    task.kernel.yielded = True
     return 0
 
 

@@ -444,7 +444,17 @@ def test_rename_racing_walks(h: H) -> None:
     threads = [threading.Thread(target=attack), threading.Thread(target=walk)]
     for t in threads:
         t.start()
+
+    def enough() -> bool:
+        with lock:
+            return outcomes.get("read", 0) > 10 and sum(v for k, v in outcomes.items() if k != "read") > 10
+
+    # At least 2 s of racing, and more on a loaded machine until both
+    # outcomes were seen often enough (the walker may get few turns).
+    deadline = time.monotonic() + 20
     time.sleep(2.0)
+    while not enough() and time.monotonic() < deadline:
+        time.sleep(0.2)
     stop.set()
     for t in threads:
         t.join(10)

@@ -125,6 +125,8 @@ class Kernel:
     _woken: list[Task] = field(default_factory=list)
     #: Tasks of stopped thread groups (job control), until SIGCONT.
     _stopped: list[Task] = field(default_factory=list)
+    #: Switches into application code so far (the preemption timer's clock).
+    switches: int = 0
     #: Set by sched_yield: the caller's time slice ends after this call.
     yielded: bool = False
     #: The foreground process group of each host terminal the sandbox was
@@ -401,6 +403,8 @@ class Kernel:
 
         runnable = self._runnable
         runnable.append(init)
+        preempt = Preemption(self)
+        preempt.start()
         blocked = self._blocked
         stopped = self._stopped
         itg = init.tg
@@ -449,7 +453,13 @@ class Kernel:
                 continue
             assert task.context is not None and task.mm.aspace is not None
             self.running = task
-            stop, fault = task.context.switch(task.mm.aspace, task.regs)
+            self.switches += 1
+            t0 = time.monotonic_ns()
+            try:
+                stop, fault = task.context.switch(task.mm.aspace, task.regs)
+            finally:
+                self.timekeeper.app_ns += time.monotonic_ns() - t0
+                self.running = None
             if stop is Stop.SYSCALL:
                 self.current = task
                 try:
@@ -476,6 +486,7 @@ class Kernel:
                     self.exit_group(task.tg, self._fault_status(task, fault))
             else:
                 runnable.append(task)
+        preempt.stop()
         for task in list(self.tasks.values()):
             if task.exit_status is None:
                 self._exit_thread(task, ExitStatus(signal=host_signal.SIGKILL))
@@ -720,3 +731,39 @@ class Kernel:
             tg.leader = task
             self.tasks[task.tid] = task
         self._release_vfork(task)
+
+
+#: How long a task may run application code without a system call before it
+#: is interrupted, so that other tasks, timers and host signals get their turn.
+PREEMPT_NS = 10_000_000
+
+
+class Preemption:
+    """The run loop's timer interrupt (gVisor's preemption by the platform's
+    ``Context.Interrupt``): a daemon thread that, every
+    :data:`PREEMPT_NS`, interrupts the task running application code if it
+    has been in the same switch since the last tick. The interrupted switch
+    returns Stop.INTERRUPT and the task goes to the back of the run queue."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        import threading
+
+        self.kernel = kernel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pyrunsc-preempt", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+
+    def _loop(self) -> None:
+        kernel = self.kernel
+        last = -1
+        while not self._stop.wait(PREEMPT_NS / 1e9):
+            seen = kernel.switches
+            if kernel.running is not None and seen == last:
+                kernel.interrupt()
+            last = seen

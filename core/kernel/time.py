@@ -34,6 +34,8 @@ class Timekeeper:
         #: Monotonic ns already elapsed before the current host anchor (grows
         #: on each restore so that time keeps moving forward).
         self._mono_offset = 0
+        #: ns tasks spent running application code (see :meth:`cpu_time`).
+        self.app_ns = 0
 
     def realtime(self) -> int:
         return time.time_ns()
@@ -42,7 +44,10 @@ class Timekeeper:
         return self._mono_offset + (time.monotonic_ns() - self._mono_base)
 
     def cpu_time(self) -> int:
-        return time.process_time_ns()
+        """The sandbox's CPU time: the sentry's own plus the time tasks spent
+        running application code (``app_ns``, counted by the run loop: the
+        stubs' CPU time is not the sentry's)."""
+        return time.process_time_ns() + self.app_ns
 
     def now(self, clock: int) -> int:
         """The clock ``clock`` in ns; EINVAL for an unknown clock id."""
@@ -63,8 +68,9 @@ class Timekeeper:
         return COARSE_RESOLUTION_NS if clock in (CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE) else RESOLUTION_NS
 
     def __getstate__(self) -> dict[str, int]:
-        return {"monotonic": self.monotonic()}
+        return {"monotonic": self.monotonic(), "app_ns": self.app_ns}
 
     def __setstate__(self, state: dict[str, int]) -> None:
         self._mono_base = time.monotonic_ns()
         self._mono_offset = state["monotonic"]
+        self.app_ns = state.get("app_ns", 0)

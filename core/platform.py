@@ -100,6 +100,11 @@ class Platform:
     """
 
     name: ClassVar[str] = ""
+    #: Whether the kernel may preempt a task that computes without system
+    #: calls by :meth:`Context.interrupt` at any instruction (a timer thread
+    #: does so every 10 ms). A platform that cannot resume such a task
+    #: faithfully yet says False.
+    preemptible: ClassVar[bool] = True
 
     @classmethod
     def probe(cls) -> str | None:

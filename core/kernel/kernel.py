@@ -399,12 +399,20 @@ class Kernel:
         when no task can run. Tasks of a stopped process wait until SIGCONT.
         When init's process ends, every other task is ended too.
         """
+        preempt = Preemption(self) if getattr(self.platform, "preemptible", True) else None
+        if preempt is not None:
+            preempt.start()
+        try:
+            return self._run(init)
+        finally:
+            if preempt is not None:
+                preempt.stop()
+
+    def _run(self, init: Task) -> ExitStatus:
         from ..syscalls import Block, TaskExit, dispatch
 
         runnable = self._runnable
         runnable.append(init)
-        preempt = Preemption(self)
-        preempt.start()
         blocked = self._blocked
         stopped = self._stopped
         itg = init.tg
@@ -486,7 +494,6 @@ class Kernel:
                     self.exit_group(task.tg, self._fault_status(task, fault))
             else:
                 runnable.append(task)
-        preempt.stop()
         for task in list(self.tasks.values()):
             if task.exit_status is None:
                 self._exit_thread(task, ExitStatus(signal=host_signal.SIGKILL))

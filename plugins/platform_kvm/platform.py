@@ -604,6 +604,11 @@ class KVMPlatform(Platform):
     :class:`~.machine.Ring0Entry` on VMX/SVM.
     """
 
+    #: Not yet: interrupting a task's user code at a timer tick and running
+    #: another vCPU crashes the multi-threaded test program (SIGSEGV), so the
+    #: kernel does not preempt tasks on this platform (issue #8).
+    preemptible = False
+
     name = "kvm"
     #: Address ranges no application mapping may use ([start, end) bytes): the
     #: guest "kernel" pages; the kernel reads this into ``Layout.reserved``.

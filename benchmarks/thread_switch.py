@@ -17,35 +17,16 @@ tracer running the single-threaded ``getpid_loop``).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from ptrace_roundtrip import HERE, build, c_tracer_us
+from syscall_roundtrip import sentry_seconds
 
-from pyrunsc.core.config import Config
-from pyrunsc.core.loader import boot
 from pyrunsc.core.plugins import Plugins
-from pyrunsc.core.spec import load_bundle
-
-
-def sentry_seconds(plugins: Plugins, bundle: Path, args: list[str]) -> float:
-    spec_doc = {"ociVersion": "1.0.2", "process": {"args": args, "cwd": "/"},
-                "root": {"path": "rootfs", "readonly": True}}
-    (bundle / "config.json").write_text(json.dumps(spec_doc))
-    sandbox = boot(plugins, load_bundle(bundle), Config(file_access="direct", platform="ptrace"))
-    try:
-        t = time.perf_counter()
-        status = sandbox.kernel.run(sandbox.init)
-        elapsed = time.perf_counter() - t
-    finally:
-        sandbox.close()
-    assert status.code == 0 and not status.signal, status
-    return elapsed
 
 
 def per_call_us(plugins: Plugins, bundle: Path, threads: int, calls: int) -> float:

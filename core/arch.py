@@ -121,6 +121,11 @@ class Registers:
         g = self.regs
         return (g[14], g[13], g[12], g[7], g[9], g[8])
 
+    def __reduce__(self) -> tuple[type[Registers], tuple[list[int], bytes]]:
+        """Pickled as this class whatever platform subclass holds them, so
+        that an image restores on any platform."""
+        return (Registers, (list(self.regs), bytes(self.fpstate)))
+
     def __getstate__(self) -> tuple[list[int], bytes]:
         return (self.regs, bytes(self.fpstate))
 

@@ -42,7 +42,7 @@ from .config import FILE_ACCESS, Config
 from .deployment import Deployment, load_deployment
 from .document import visible
 from .errors import ConfigError, ImageError, PyrunscError
-from .mounts import create_restore_environment, resolve_all
+from .mounts import create_restore_environment, mount_rows, resolve_all
 from .plugins import Plugins
 from .spec import Spec, default_spec, display_path, load_bundle, show_path
 from .state import StateStore
@@ -481,19 +481,7 @@ def mounts_cmd(state: State, bundle: Path | None, deployment: Path | None, resto
         stdout_console().print(table)
         return
     resolved = resolve_all(plugins, spec, config)
-    rows: list[dict[str, Any]] = [
-        {
-            "destination": r.mount.destination,
-            "type": r.mount.type,
-            "filesystem": r.fs_name,
-            "device": r.device,
-            "flags": r.flags.all_names(),
-            "data": ",".join(r.data),
-            "source": r.mount.source,
-            "overlay": r.overlay,
-        }
-        for r in resolved
-    ]
+    rows = mount_rows(resolved)
     if fmt == "json":
         emit_json(rows)
         return
@@ -576,6 +564,106 @@ def run_cmd(ctx: click.Context, bundle: Path | None, deployment: Path | None, de
 
     code = sandbox.start(state.get_plugins(), _store(state, config), spec, config, cid, detach=detach,
                          pid_file=pid_file)
+    ctx.exit(code)
+
+
+@cli.command("checkpoint")
+@click.option("--image-path", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="The image folder to write; it must not exist.")
+@click.option("--leave-running", is_flag=True, help="Keep the container running after the checkpoint.")
+@click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True,
+              help="Compress the memory pages and the kernel state.")
+@click.option("--image-key", "key_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Sign the image with this key (default: the key under --root, made if missing).")
+@click.argument("container_id")
+@click.pass_obj
+def checkpoint_cmd(state: State, image_path: Path, leave_running: bool, compression: str, key_file: Path | None,
+                   container_id: str) -> None:
+    """Save a running container to an image folder; it then stops, unless --leave-running.
+
+    Every task is paused at a safe point while its state and memory are
+    written. The folder appears complete or not at all; a failed checkpoint
+    leaves the container running.
+    """
+    from .checkpoint.key import resolve_key
+    from .checkpoint.progress import progress_for
+    from .control import request
+
+    store = _store(state)
+    store.load(container_id)  # a missing container is named before anything else
+    root = state.root or Config.resolve({}, None).root_dir
+    key = resolve_key(root, key_file, create=True)
+    assert key is not None
+    path = Path(os.path.abspath(image_path))
+    if os.path.lexists(path):
+        raise ImageError("already exists; remove it or choose another path", file=os.fspath(image_path))
+    args = {"image_path": os.fspath(path), "key": key.hex(), "compression": compression,
+            "leave_running": leave_running}
+    with progress_for() as progress:
+        result = request(store, container_id, "checkpoint", args, progress=progress, timeout=CHECKPOINT_TIMEOUT)
+    if not leave_running:
+        _wait_stopped(store, container_id)
+    log.info("checkpoint of %s: %s", container_id, result)
+
+
+#: How long ``checkpoint`` waits for each word from the sandbox, in seconds.
+CHECKPOINT_TIMEOUT = 600.0
+
+
+def _wait_stopped(store: StateStore, cid: str, timeout: float = 30.0) -> None:
+    """Wait until the checkpointed container's sandbox process has ended."""
+    import psutil
+
+    try:
+        st = store.load(cid)
+    except PyrunscError:
+        return  # a foreground run already removed it
+    try:
+        psutil.Process(st.pid).wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        raise PyrunscError(f"container {cid!r} was checkpointed but its sandbox did not stop within {timeout:g} s") \
+            from None
+
+
+@cli.command("restore")
+@click.option("--image-path", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="The image folder a checkpoint wrote.")
+@with_input
+@click.option("--detach", is_flag=True, help="Return once the container runs; it keeps the stdio given to it.")
+@click.option("--pid-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the sandbox process's pid to this file.")
+@click.option("--image-key", "key_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Check the image's MAC with this key (default: the key under --root).")
+@click.argument("container_id", required=False)
+@click.pass_context
+def restore_cmd(ctx: click.Context, image_path: Path, bundle: Path | None, deployment: Path | None, detach: bool,
+                pid_file: Path | None, key_file: Path | None, container_id: str | None) -> None:
+    """Start a container from a checkpoint image; it continues where it stopped.
+
+    The bundle or deployment gives the mounts' host sources now (a mount may
+    have moved); any other difference from the image's mounts is refused.
+    The container gets this command's stdin, stdout and stderr, and, as with
+    run, the exit status is the container's unless --detach.
+    """
+    from .checkpoint.key import resolve_key
+    from .checkpoint.restore import open_checked
+
+    state: State = ctx.obj
+    spec, config = load_input(state, bundle, deployment, need_platform=True)
+    cid = _container_id(container_id, deployment, state)
+    plugins = state.get_plugins()
+    root = state.root or config.root_dir
+    key = resolve_key(root, key_file, create=False)
+    if key is None:
+        raise ImageError(f"no image key at {os.fspath(root / 'image.key')}; give --image-key FILE",
+                         file=os.fspath(image_path))
+    image = open_checked(image_path, key, mount_rows(resolve_all(plugins, spec, config)))
+    from . import sandbox
+
+    code = sandbox.start(plugins, _store(state, config), spec, config, cid, detach=detach, pid_file=pid_file,
+                         image=image)
     ctx.exit(code)
 
 

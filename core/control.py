@@ -51,6 +51,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,10 +59,12 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from .checkpoint.progress import Progress
 from .errors import PyrunscError, SyscallError
 from .kernel.interrupt import Interrupted, in_blocking_call
 
 if TYPE_CHECKING:
+    from .checkpoint.save import SandboxFacts
     from .kernel.kernel import Kernel
     from .kernel.task import Task
     from .state import ContainerState, StateStore
@@ -79,6 +82,8 @@ WAKE_SIGNAL = signal.SIGRTMIN + 1
 ANSWER_TIMEOUT = 10.0
 #: How long a client waits for the answer, in seconds.
 CLIENT_TIMEOUT = ANSWER_TIMEOUT + 5.0
+#: How often a long request's progress goes to the client, in seconds.
+PROGRESS_INTERVAL = 0.1
 #: The longest request or answer line, in bytes.
 MAX_LINE = 16 << 20
 #: The most of a process's argv that ``ps`` reads (Linux ``MAX_ARG_STRLEN``).
@@ -153,24 +158,36 @@ REQUESTS: dict[str, RequestHandler] = {"ps": process_list}
 
 class _Call:
     """One request handed to the run loop: :meth:`run` makes the answer
-    there; the server thread waits on ``done``."""
+    there; the server thread waits on ``started`` and ``done``. A call
+    that needs a safe point (``safe_point``: no task in a system call, as a
+    checkpoint does) that comes during a blocking host call of a system
+    call is put back for the loop's next turn."""
 
-    def __init__(self, kernel: Kernel, handler: RequestHandler) -> None:
+    def __init__(self, kernel: Kernel, handler: RequestHandler, *, safe_point: bool = False) -> None:
         self.kernel = kernel
         self.handler = handler
+        self.safe_point = safe_point
+        self.started = threading.Event()
         self.done = threading.Event()
         self.result: Any = None
         self.error: str | None = None
+        self.exit_code = 1
 
     def run(self) -> None:
         if self.done.is_set():
             return
+        if self.safe_point and not self.kernel.at_safe_point:
+            self.kernel.call_in_loop(self.run)
+            return
+        self.started.set()
         try:
             self.result = self.handler(self.kernel)
         except Interrupted:
             # A forwarded signal aborts the blocking call this ran in: made again at the loop's next turn.
             self.kernel.call_in_loop(self.run)
             raise
+        except PyrunscError as e:
+            self.error, self.exit_code = str(e), e.exit_code  # bad input, a full disk: said as it is
         except Exception as e:
             log.exception("control request %s failed", getattr(self.handler, "__name__", self.handler))
             self.error = f"internal error: {type(e).__name__}: {e}"
@@ -178,7 +195,41 @@ class _Call:
 
     def fail(self, message: str) -> None:
         self.error = message
+        self.started.set()
         self.done.set()
+
+
+class SocketProgress(Progress):
+    """Progress sent to the client as lines ``{"progress": [event, ...]}``
+    before the answer: ``["start", label, total]``, ``["advance", n]`` (at
+    most every :data:`PROGRESS_INTERVAL` seconds, summed), ``["finish"]``.
+    A client that went away stops nothing."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self._pending = 0
+        self._last = 0.0
+
+    def _send(self, event: list[Any]) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.sendall(json.dumps({"progress": event}).encode() + b"\n")
+
+    def start(self, label: str, total: int) -> None:
+        self._send(["start", label, total])
+
+    def advance(self, n: int) -> None:
+        self._pending += n
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._send(["advance", self._pending])
+            self._pending = 0
+
+    def finish(self) -> None:
+        if self._pending:
+            self._send(["advance", self._pending])
+            self._pending = 0
+        self._send(["finish"])
 
 
 class ControlServer:
@@ -191,9 +242,12 @@ class ControlServer:
     :meth:`start` when the socket cannot be made.
     """
 
-    def __init__(self, kernel: Kernel, path: Path) -> None:
+    def __init__(self, kernel: Kernel, path: Path, facts: SandboxFacts | None = None) -> None:
         self.kernel = kernel
         self.path = Path(path)
+        #: The container's facts a checkpoint's header needs; without them
+        #: the sandbox answers no ``checkpoint`` request.
+        self.facts = facts
         self._lock = threading.Lock()
         self._closed = False
         self._pending: set[_Call] = set()
@@ -284,18 +338,44 @@ class ControlServer:
         except (ValueError, KeyError) as e:
             answer: dict[str, Any] = {"error": f"malformed request: {e}"}
         else:
-            handler = REQUESTS.get(name) if isinstance(name, str) else None
-            if handler is None:
-                answer = {"error": f"unknown request {name!r}; known: {', '.join(sorted(REQUESTS))}"}
+            if name == "checkpoint":
+                answer = self._checkpoint(message.get("args"), conn)
+            elif isinstance(name, str) and name in REQUESTS:
+                answer = self.ask(REQUESTS[name])
             else:
-                answer = self.ask(handler)
+                known = ", ".join(sorted([*REQUESTS, "checkpoint"]))
+                answer = {"error": f"unknown request {name!r}; known: {known}"}
         conn.sendall(json.dumps(answer).encode() + b"\n")
 
-    def ask(self, handler: RequestHandler) -> dict[str, Any]:
+    def _checkpoint(self, args: Any, conn: socket.socket) -> dict[str, Any]:
+        """The ``checkpoint`` request: ``args`` are ``image_path`` (absolute),
+        ``key`` (hex), ``compression`` and ``leave_running``; progress goes
+        to the client as it is made (:class:`SocketProgress`)."""
+        from .checkpoint.save import CheckpointRequest, checkpoint
+
+        facts = self.facts
+        if facts is None:
+            return {"error": "this sandbox cannot be checkpointed"}
+        try:
+            if not isinstance(args, dict):
+                raise TypeError("no arguments")
+            req = CheckpointRequest(image_path=str(args["image_path"]), key=bytes.fromhex(args["key"]),
+                                    compression=str(args.get("compression", "none")),
+                                    leave_running=bool(args.get("leave_running", False)))
+            if not os.path.isabs(req.image_path) or req.compression not in ("none", "zstd"):
+                raise ValueError(f"bad image path or compression: {req.image_path!r}, {req.compression!r}")
+        except (KeyError, TypeError, ValueError) as e:
+            return {"error": f"malformed checkpoint request: {e}"}
+        progress = SocketProgress(conn)
+        return self.ask(lambda kernel: checkpoint(kernel, facts, req, progress), safe_point=True, long=True)
+
+    def ask(self, handler: RequestHandler, *, safe_point: bool = False, long: bool = False) -> dict[str, Any]:
         """``handler(kernel)`` made in the run loop: ``{"result": ...}``, or
-        ``{"error": ...}`` when the sandbox stops or does not answer within
-        :data:`ANSWER_TIMEOUT`. Any thread but the main one."""
-        call = _Call(self.kernel, handler)
+        ``{"error": ...}`` when the sandbox stops or does not start on it
+        within :data:`ANSWER_TIMEOUT`. Unless ``long``, the answer too must
+        come within that time. ``safe_point``: see :class:`_Call`. Any
+        thread but the main one."""
+        call = _Call(self.kernel, handler, safe_point=safe_point)
         with self._lock:
             if self._closed:
                 return {"error": "the sandbox is stopping"}
@@ -303,13 +383,13 @@ class ControlServer:
             self.kernel.call_in_loop(call.run)
             signal.pthread_kill(self._main, WAKE_SIGNAL)
         try:
-            if not call.done.wait(ANSWER_TIMEOUT):
+            if not call.started.wait(ANSWER_TIMEOUT) or not call.done.wait(None if long else ANSWER_TIMEOUT):
                 return {"error": f"the sandbox's kernel did not answer within {ANSWER_TIMEOUT:g} s"}
         finally:
             with self._lock:
                 self._pending.discard(call)
         if call.error is not None:
-            return {"error": call.error}
+            return {"error": call.error, "exit_code": call.exit_code}
         return {"result": call.result}
 
 
@@ -347,28 +427,40 @@ def _recv_line(conn: socket.socket) -> bytes:
 # The client's side.
 
 
-def request(store: StateStore, cid: str, name: str) -> Any:
-    """Send request ``name`` to container ``cid``'s sentry; its result.
+def request(store: StateStore, cid: str, name: str, args: dict[str, Any] | None = None, *,
+            progress: Progress | None = None, timeout: float = CLIENT_TIMEOUT) -> Any:
+    """Send request ``name`` (with ``args``, if any) to container ``cid``'s
+    sentry; its result. Progress lines the sentry sends first go to
+    ``progress``. ``timeout`` bounds the wait for each line, in seconds.
 
     PyrunscError (exit status 1), naming the container: it does not exist,
     it is not running (its state, or no sentry answers on the socket), the
-    sentry answers with an error or not within :data:`CLIENT_TIMEOUT`.
+    sentry answers with an error or not within ``timeout``.
     """
     state = store.load(cid)
     if state.status != "running":
         raise PyrunscError(f"container {cid!r} is not running (status {state.status})")
     path = store.path(cid) / SOCKET_NAME
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(CLIENT_TIMEOUT)
+    sock.settimeout(timeout)
+    message: dict[str, Any] = {"request": name}
+    if args is not None:
+        message["args"] = args
     try:
         with _sun_path(path) as address:
             sock.connect(address)
-        sock.sendall(json.dumps({"request": name}).encode() + b"\n")
-        line = _recv_line(sock)
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        reader = _LineReader(sock)
+        while True:
+            line = reader.line()
+            if not line.startswith(b'{"progress"'):
+                break
+            if progress is not None:
+                _show_progress(progress, json.loads(line)["progress"])
     except (FileNotFoundError, ConnectionRefusedError):
         raise PyrunscError(f"container {cid!r} is not running: no sandbox answers on {path}") from None
     except TimeoutError:
-        raise PyrunscError(f"container {cid!r}: the sandbox did not answer within {CLIENT_TIMEOUT:g} s") from None
+        raise PyrunscError(f"container {cid!r}: the sandbox did not answer within {timeout:g} s") from None
     except OSError as e:
         raise PyrunscError(f"container {cid!r}: control socket {path}: {e.strerror or e}") from None
     except ValueError as e:
@@ -384,8 +476,43 @@ def request(store: StateStore, cid: str, name: str) -> Any:
     if not isinstance(answer, dict) or ("error" not in answer and "result" not in answer):
         raise PyrunscError(f"container {cid!r}: bad answer from the sandbox: {line[:200]!r}")
     if "error" in answer:
-        raise PyrunscError(f"container {cid!r}: {answer['error']}")
+        err = PyrunscError(f"container {cid!r}: {answer['error']}")
+        code = answer.get("exit_code")
+        if isinstance(code, int) and code > 0:
+            err.exit_code = code
+        raise err
     return answer["result"]
+
+
+class _LineReader:
+    """Lines from a socket, one at a time (ValueError past :data:`MAX_LINE`);
+    b"" at the end."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+            if len(self.buf) > MAX_LINE:
+                raise ValueError(f"longer than {MAX_LINE} bytes")
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+
+def _show_progress(progress: Progress, event: Any) -> None:
+    if not isinstance(event, list) or not event:
+        return
+    if event[0] == "start" and len(event) == 3:
+        progress.start(str(event[1]), int(event[2]))
+    elif event[0] == "advance" and len(event) == 2:
+        progress.advance(int(event[1]))
+    elif event[0] == "finish":
+        progress.finish()
 
 
 def format_stime(started: datetime, now: datetime) -> str:

@@ -34,10 +34,11 @@ log = logging.getLogger("pyrunsc.loader")
 
 @dataclass
 class Sandbox:
-    """A booted sandbox: the kernel and its init task."""
+    """A booted sandbox: the kernel and its init task (None for a restored
+    kernel, whose tasks resume where they were)."""
 
     kernel: Kernel
-    init: Task
+    init: Task | None
     memfile: MemoryFile
 
     def close(self) -> None:

@@ -386,6 +386,25 @@ def resolve_all(
     return out
 
 
+def mount_rows(resolved: Iterable[ResolvedMount]) -> list[dict[str, Any]]:
+    """Resolved mounts as ``pyrunsc mounts --format json`` shows them, and as
+    an image header records them: destination, type, filesystem, device,
+    flags (all set flag names), data, source, overlay."""
+    return [
+        {
+            "destination": r.mount.destination,
+            "type": r.mount.type,
+            "filesystem": r.fs_name,
+            "device": r.device,
+            "flags": r.flags.all_names(),
+            "data": ",".join(r.data),
+            "source": r.mount.source,
+            "overlay": r.overlay,
+        }
+        for r in resolved
+    ]
+
+
 def create_restore_environment(
     plugins: Plugins, spec: Spec, config: Config, fds: FdDispenser | None = None
 ) -> RestoreEnvironment:

@@ -22,19 +22,23 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import psutil
 
+from .checkpoint.save import SandboxFacts
 from .config import Config
 from .control import SOCKET_NAME, ControlServer
 from .errors import PyrunscError
 from .kernel.interrupt import interrupt
-from .loader import boot
-from .mounts import resolve_all
+from .loader import Sandbox, boot
+from .mounts import mount_rows, resolve_all
 from .plugins import Plugins
 from .spec import Spec
 from .state import ContainerState, StateStore
+
+if TYPE_CHECKING:
+    from .checkpoint.image import CheckpointImage
 
 log = logging.getLogger("pyrunsc.sandbox")
 
@@ -86,23 +90,35 @@ FORWARDED = (
 
 
 def run_sandbox(
-    plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str, *, gofer_fds: list[int] | None = None
+    plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str, *, gofer_fds: list[int] | None = None,
+    image: CheckpointImage | None = None,
 ) -> int:
-    """The sandbox process's main: boot, mark running, run init, mark stopped.
+    """The sandbox process's main: boot (or restore ``image``), mark
+    running, run, mark stopped.
 
     ``gofer_fds`` are the connections to the gofer, one per served mount in
-    mount order. Returns the container's status for the process exit code.
+    mount order. Returns the container's status for the process exit code
+    (0 after a checkpoint that stopped it).
     """
     state = store.load(cid)
-    sandbox = boot(plugins, spec, config, gofer_fds=gofer_fds)
+    if image is not None:
+        from .checkpoint.progress import progress_for
+        from .checkpoint.restore import restore_kernel
+
+        with progress_for() as progress:
+            restored, memfile = restore_kernel(plugins, spec, config, image, gofer_fds=gofer_fds, progress=progress)
+        sandbox = Sandbox(restored, None, memfile)
+    else:
+        sandbox = boot(plugins, spec, config, gofer_fds=gofer_fds)
     kernel, init = sandbox.kernel, sandbox.init
+    facts = SandboxFacts(cid, config.platform, spec.digest, mount_rows(resolve_all(plugins, spec, config)), plugins)
 
     def forward(signo: int, _frame: object) -> None:
         kernel.pending_kill = signo
         kernel.interrupt()
         interrupt()  # cut short a sleep or a read of the caller's stdin
 
-    control = ControlServer(kernel, store.path(cid) / SOCKET_NAME)
+    control = ControlServer(kernel, store.path(cid) / SOCKET_NAME, facts)
     try:
         control.start()
     except OSError as e:
@@ -129,10 +145,11 @@ def run_sandbox(
 
 def start(
     plugins: Plugins, store: StateStore, spec: Spec, config: Config, cid: str, *, detach: bool,
-    pid_file: Path | None = None,
+    pid_file: Path | None = None, image: CheckpointImage | None = None,
 ) -> int:
-    """``pyrunsc run``: create the container's state, fork the sandbox process
-    and, unless ``detach``, wait for it and return the container's status.
+    """``pyrunsc run`` (and ``restore`` with the checked ``image``): create
+    the container's state, fork the sandbox process and, unless ``detach``,
+    wait for it and return the container's status.
 
     The sandbox process is a fork of this one (no second interpreter start-up);
     it inherits the caller's stdio. As ``runc run``, a foreground container is
@@ -155,7 +172,7 @@ def start(
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _sandbox_main(plugins, spec, config, store, cid, detach, gofer.fds if gofer else None)
+        _sandbox_main(plugins, spec, config, store, cid, detach, gofer.fds if gofer else None, image)
     if gofer is not None:
         for fd in gofer.fds:  # the sandbox holds them now
             os.close(fd)
@@ -188,14 +205,14 @@ def start(
 
 def _sandbox_main(
     plugins: Plugins, spec: Spec, config: Config, store: StateStore, cid: str, detach: bool,
-    gofer_fds: list[int] | None,
+    gofer_fds: list[int] | None, image: CheckpointImage | None = None,
 ) -> NoReturn:
     """The forked sandbox process: run the container, exit with its status."""
     code = 1
     try:
         if detach:
             os.setsid()
-        code = run_sandbox(plugins, spec, config, store, cid, gofer_fds=gofer_fds)
+        code = run_sandbox(plugins, spec, config, store, cid, gofer_fds=gofer_fds, image=image)
     except PyrunscError as e:
         from .cli import report_error
 

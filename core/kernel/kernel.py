@@ -136,6 +136,40 @@ class Kernel:
     timer_due: int = 0
     #: Functions other threads hand to the run loop (:meth:`call_in_loop`).
     _calls: deque[Callable[[], None]] = field(default_factory=deque)
+    #: Set by :meth:`halt`: the run loop ends at its next turn with this status.
+    halted: ExitStatus | None = None
+    #: True while :meth:`run_calls` runs where no task is in a system call
+    #: (the top of the loop, the idle wait): a checkpoint may be taken.
+    at_safe_point: bool = False
+
+    # Checkpoint and restore (gVisor ``kernel.SaveTo``/``LoadFrom``).
+
+    def __getstate__(self) -> dict[str, object]:
+        """Everything but what belongs to this run of the sentry: calls
+        queued by other threads, the task in a switch, a halt."""
+        state = self.__dict__.copy()
+        state.update(_calls=deque(), running=None, current=None, halted=None, at_safe_point=False)
+        return state
+
+    def attach_platform(self, platform: Platform) -> None:
+        """After a restore: give every live task a new context on
+        ``platform`` and every live address space a new platform view with
+        its VMAs mapped again (the saved kernel holds none)."""
+        self.platform = platform
+        seen: set[int] = set()
+        for task in self.tasks.values():
+            if task.exit_status is not None:
+                continue
+            task.context = platform.new_context()
+            mm = task.mm
+            if mm is not None and id(mm) not in seen:
+                seen.add(id(mm))
+                mm.attach(platform.new_address_space())
+
+    def halt(self, status: ExitStatus) -> None:
+        """End the run loop at its next turn with ``status``, every task
+        ended (the sandbox stops after a checkpoint). Run-loop thread."""
+        self.halted = status
 
     # Creating processes.
 
@@ -376,8 +410,12 @@ class Kernel:
         host signal that aborts that call; those not run yet stay queued."""
         calls = self._calls
         current, self.current = self.current, None  # no task is being served meanwhile
+        self.at_safe_point = current is None
         try:
-            while calls:
+            # Only those queued now: a call may queue itself again for the next turn.
+            for _ in range(len(calls)):
+                if not calls:
+                    break
                 fn = calls.popleft()
                 try:
                     fn()
@@ -387,10 +425,13 @@ class Kernel:
                     log.exception("a call handed to the run loop failed")
         finally:
             self.current = current
+            self.at_safe_point = False
 
-    def run(self, init: Task) -> ExitStatus:
-        """Run the sandbox until ``init``'s process exits or is killed; returns
-        how it ended.
+    def run(self, init: Task | None = None) -> ExitStatus:
+        """Run the sandbox until ``init``'s process exits or is killed (or
+        :meth:`halt` is called); returns how it ended. With ``init`` None, a
+        restored kernel resumes: its tasks go on from where the checkpoint
+        found them, and PID 1's process is init.
 
         Tasks take turns: each runs until it blocks, exits or has made
         ``SLICE`` system calls in a row (its time slice). A call that must
@@ -408,18 +449,24 @@ class Kernel:
             if preempt is not None:
                 preempt.stop()
 
-    def _run(self, init: Task) -> ExitStatus:
+    def _run(self, init: Task | None) -> ExitStatus:
         from ..syscalls import Block, TaskExit, dispatch
 
         runnable = self._runnable
-        runnable.append(init)
+        if init is not None:
+            runnable.append(init)
+            itg = init.tg
+        else:
+            found = self.init_group()
+            if found is None:
+                raise RuntimeError("the restored kernel has no init process")
+            itg = found
         blocked = self._blocked
         stopped = self._stopped
-        itg = init.tg
         turns = 0
         current: Task | None = None  # the task whose slice runs ...
         used = 0  # ... and the calls it has made in it
-        while itg.exit_status is None:
+        while itg.exit_status is None and self.halted is None:
             turns += 1
             if blocked and turns % 64 == 0:
                 # Busy tasks must not starve parked ones (a due sleep, a reaped child).
@@ -427,7 +474,7 @@ class Kernel:
             if self.pending_kill:
                 sig, self.pending_kill = self.pending_kill, 0
                 interrupt_handled()
-                self.signal_from_host(init, sig)
+                self.signal_from_host(itg.leader, sig)
             if self._calls:
                 self.run_calls()
             if self.timer_due and time.monotonic_ns() >= self.timer_due:
@@ -478,6 +525,8 @@ class Kernel:
                 except TaskExit as e:
                     self._task_exit(task, e)
                     continue
+                finally:
+                    self.current = None
                 if task.exit_status is None:
                     used += 1
                     if used < SLICE and not self.yielded:
@@ -498,6 +547,8 @@ class Kernel:
             if task.exit_status is None:
                 self._exit_thread(task, ExitStatus(signal=host_signal.SIGKILL))
         self.tasks.clear()
+        if self.halted is not None:
+            return self.halted
         assert itg.exit_status is not None
         return itg.exit_status
 
@@ -580,6 +631,8 @@ class Kernel:
                 blocked.remove(task)
                 self._task_exit(task, e)
                 continue
+            finally:
+                self.current = None
             blocked.remove(task)
             if task.exit_status is None:
                 self._runnable.append(task)

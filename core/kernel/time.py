@@ -36,6 +36,8 @@ class Timekeeper:
         self._mono_offset = 0
         #: ns tasks spent running application code (see :meth:`cpu_time`).
         self.app_ns = 0
+        #: CPU time used before a restore, by the sandbox's earlier sentries.
+        self._cpu_offset = 0
 
     def realtime(self) -> int:
         return time.time_ns()
@@ -47,7 +49,7 @@ class Timekeeper:
         """The sandbox's CPU time: the sentry's own plus the time tasks spent
         running application code (``app_ns``, counted by the run loop: the
         stubs' CPU time is not the sentry's)."""
-        return time.process_time_ns() + self.app_ns
+        return self._cpu_offset + time.process_time_ns() + self.app_ns
 
     def now(self, clock: int) -> int:
         """The clock ``clock`` in ns; EINVAL for an unknown clock id."""
@@ -68,9 +70,14 @@ class Timekeeper:
         return COARSE_RESOLUTION_NS if clock in (CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE) else RESOLUTION_NS
 
     def __getstate__(self) -> dict[str, int]:
-        return {"monotonic": self.monotonic(), "app_ns": self.app_ns}
+        """The monotonic and CPU-time clocks as they read at the checkpoint:
+        after a restore they go on from there (gVisor's Timekeeper does the
+        same for monotonic time), never backwards; the time the sandbox was
+        stopped is not counted. CLOCK_REALTIME is the host's."""
+        return {"monotonic": self.monotonic(), "cpu": self.cpu_time()}
 
     def __setstate__(self, state: dict[str, int]) -> None:
         self._mono_base = time.monotonic_ns()
         self._mono_offset = state["monotonic"]
-        self.app_ns = state.get("app_ns", 0)
+        self.app_ns = 0
+        self._cpu_offset = state.get("cpu", 0) - time.process_time_ns()

@@ -106,5 +106,28 @@ class MemoryFile:
         self.map.close()
         os.close(self.fd)
 
+    def allocator_state(self) -> dict[str, object]:
+        """What :meth:`set_allocator_state` needs to hand out the same free
+        ranges after a restore (gVisor ``pgalloc`` ``SaveTo``): sizes in
+        bytes, free ranges as parallel start and end lists."""
+        return {"size": self.size, "starts": list(self._starts), "ends": list(self._ends),
+                "allocated": self.allocated}
+
+    def set_allocator_state(self, state: dict[str, object]) -> None:
+        """Take the allocation of a saved memory file whose pages were loaded
+        into this one; ValueError when the sizes differ or the ranges are not
+        sorted, disjoint and inside the file."""
+        starts, ends, allocated = state["starts"], state["ends"], state["allocated"]
+        if state["size"] != self.size:
+            raise ValueError(f"the saved memory file has {state['size']} bytes, this one {self.size}")
+        if not (isinstance(starts, list) and isinstance(ends, list) and isinstance(allocated, int)):
+            raise ValueError("malformed allocator state")
+        prev = -1
+        for a, b in zip(starts, ends, strict=True):
+            if not (prev < a < b <= self.size):
+                raise ValueError(f"bad free range [{a}, {b}) in the allocator state")
+            prev = b
+        self._starts, self._ends, self.allocated = list(starts), list(ends), allocated
+
     def __getstate__(self) -> dict[str, object]:
         raise TypeError("a MemoryFile is saved by the checkpoint code, page by page, not pickled")

@@ -120,6 +120,13 @@ class MemoryManager:
 
     # VMA bookkeeping.
 
+    def attach(self, aspace: AddressSpace) -> None:
+        """Map every VMA into ``aspace``, the platform's new view of this
+        address space (after a restore, whose kernel holds none)."""
+        self.aspace = aspace
+        for vma in self._vmas:
+            self._platform_map(vma)
+
     def vmas(self) -> Iterator[VMA]:
         return iter(list(self._vmas))
 

@@ -22,6 +22,7 @@ import fcntl
 import os
 import stat as st
 import termios
+from collections.abc import Iterable
 
 from ..errors import SyscallError
 from ..kernel.interrupt import blocking
@@ -50,13 +51,17 @@ class HostSuperblock(Superblock):
 class HostInode(Inode):
     """A host fd seen from the sandbox; stat comes from the host."""
 
-    def __init__(self, sb: HostSuperblock, host_fd: int) -> None:
+    def __init__(self, sb: HostSuperblock, host_fd: int, stdio: int | None = None) -> None:
         self.host_fd = host_fd
+        #: Which of the caller's stdin, stdout, stderr (0, 1, 2) this is, if one.
+        self.stdio = stdio
         s = os.fstat(host_fd)
         super().__init__(sb, s.st_mode, s.st_uid, s.st_gid)
 
     def rebind(self, host_fd: int) -> None:
+        """Serve ``host_fd`` from now on (a restore's new stdio)."""
         self.host_fd = host_fd
+        self.mode = os.fstat(host_fd).st_mode
 
     def stat(self) -> Stat:
         s = os.fstat(self.host_fd)
@@ -206,15 +211,13 @@ class HostFiles:
         self._root = Inode(self.sb, st.S_IFDIR | 0o555)
         self.mount = Mount(self.sb, Dentry(self._root), MountFlags(), source="host")
 
-    def wrap(self, host_fd: int) -> FileDescription:
+    def wrap(self, host_fd: int, stdio: int | None = None) -> FileDescription:
         """A description for ``host_fd``, with its access mode and O_APPEND/O_NONBLOCK.
-        A closed ``host_fd`` (a caller started with no stdin) reads as /dev/null."""
-        try:
-            flags = fcntl.fcntl(host_fd, fcntl.F_GETFL)
-        except OSError:
-            host_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-            flags = os.O_RDWR
-        inode = HostInode(self.sb, host_fd)
+        A closed ``host_fd`` (a caller started with no stdin) reads as /dev/null.
+        ``stdio`` says which of the caller's stdio it is (see :func:`rebind_stdio`)."""
+        host_fd = _open_or_null(host_fd)
+        flags = fcntl.fcntl(host_fd, fcntl.F_GETFL)
+        inode = HostInode(self.sb, host_fd, stdio)
         vd = VirtualDentry(self.mount, Dentry(inode, f"host:[{host_fd}]"))
         desc = FileDescription(vd, flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK))
         if desc.ops.seekable:
@@ -232,8 +235,37 @@ class HostFiles:
                 twin.inc_ref()
                 out.append(twin)
             else:
-                out.append(self.wrap(fd))
+                out.append(self.wrap(fd, i))
         return out
+
+
+def _open_or_null(host_fd: int) -> int:
+    """``host_fd`` if it is open, else a new fd on /dev/null."""
+    if _valid(host_fd):
+        return host_fd
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+
+def rebind_stdio(descriptions: Iterable[FileDescription], fds: tuple[int, ...] = (0, 1, 2)) -> int:
+    """After a restore: the descriptions of the checkpointed caller's stdio
+    serve this caller's ``fds`` (stdin, stdout, stderr) instead, as runsc
+    restore gives the container the restoring caller's stdio. A regular
+    file's offset becomes the new host fd's, as at boot; a closed fd reads
+    as /dev/null. Returns how many descriptions were re-bound."""
+    n = 0
+    seen: set[int] = set()
+    for desc in descriptions:
+        inode = desc.inode
+        if id(desc) in seen or not isinstance(inode, HostInode) or inode.stdio is None:
+            continue
+        seen.add(id(desc))
+        if inode.stdio < len(fds):
+            inode.rebind(_open_or_null(fds[inode.stdio]))
+        desc.ops = HostFileOps(inode)
+        if desc.ops.seekable:
+            desc.offset = os.lseek(inode.host_fd, 0, os.SEEK_CUR)
+        n += 1
+    return n
 
 
 def _valid(fd: int) -> bool:

@@ -88,6 +88,9 @@ class Mount:
 
     ``device`` is the mount's device string (``9pfs-/data``, ``none``),
     ``source`` what /proc/mounts shows first, ``flags`` its MountFlags.
+    ``base`` is the filesystem's own superblock under any layers the boot
+    loader put over it (stub folders, a tmpfs overlay): what a restore
+    re-binds to its new source, found by ``base.fs_name`` and ``device``.
     """
 
     _ids = itertools.count(1)
@@ -103,9 +106,11 @@ class Mount:
         data: str = "",
         parent: Mount | None = None,
         mountpoint: Dentry | None = None,
+        base: Superblock | None = None,
     ) -> None:
         self.id = next(Mount._ids)
         self.sb = sb
+        self.base = base if base is not None else sb
         self.root = root
         self.flags = flags
         self.device = device

@@ -86,15 +86,17 @@ def build_mount_namespace(
     that failed.
     """
     sb = root_sb if root_sb is not None else _superblock(ctx, root, root.flags)
+    root_base = sb
     root_subs = sorted(set(subtargets("/", compiled)) | {p.lstrip("/") for p in ALWAYS_MOUNTED})
     sb, root_flags = _layered(ctx, sb, root_subs, root.overlay, root.flags)
     ns = MountNamespace(
-        Mount(sb, Dentry(sb.root()), root_flags, device=root.device, source=root.mount.source, data=",".join(root.data))
+        Mount(sb, Dentry(sb.root()), root_flags, device=root.device, source=root.mount.source,
+              data=",".join(root.data), base=root_base)
     )
     fs_ctx = FSContext(ns, ns.root, ns.root, Credentials())
     for r in mounts:
         flags = r.flags
-        sb = _superblock(ctx, r, flags)
+        sb = base = _superblock(ctx, r, flags)
         sb, flags = _layered(ctx, sb, subtargets(r.mount.destination, compiled), r.overlay, flags)
         try:
             at = resolve(fs_ctx, ns.root, r.mount.destination)
@@ -107,7 +109,7 @@ def build_mount_namespace(
         ns.attach(
             at,
             Mount(sb, Dentry(sb.root()), flags, device=r.device, source=r.mount.source or r.fs_name,
-                  data=",".join(r.data)),
+                  data=",".join(r.data), base=base),
         )
         log.info("mounted %s at %s", r.fs_name, r.mount.destination)
     return ns

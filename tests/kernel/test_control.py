@@ -230,9 +230,9 @@ def test_a_host_signal_during_an_answer(kernel: Kernel, server: control.ControlS
 
 
 def test_bad_requests(kernel: Kernel, server: control.ControlServer) -> None:
-    assert raw(server.path, b'{"request": "reboot"}\n') == {"error": "unknown request 'reboot'; known: ps"}
+    assert raw(server.path, b'{"request": "reboot"}\n') == {"error": "unknown request 'reboot'; known: checkpoint, ps"}
     assert raw(server.path, b"not json\n")["error"].startswith("malformed request")
-    assert raw(server.path, b'["ps"]\n')["error"] == "unknown request None; known: ps"
+    assert raw(server.path, b'["ps"]\n')["error"] == "unknown request None; known: checkpoint, ps"
     # The server goes on serving.
     thread, out = in_thread(lambda: raw(server.path, b'{"request": "ps"}\n'))
     serve_until_done(kernel, thread)

@@ -11,9 +11,12 @@ client meets ECONNREFUSED (reported as "not running"), and ``pyrunsc
 delete`` removes the file with the folder.
 
 Protocol: one request per connection. The client sends one JSON object on
-one line, ``{"request": NAME}``; the sentry answers with one line,
-``{"result": ...}`` or ``{"error": MESSAGE}`` (an unknown request, a
-malformed line, a sandbox that is stopping or busy), and closes. Requests:
+one line, ``{"request": NAME}`` (with ``"args": {...}`` for a request that
+takes some); the sentry answers with one line, ``{"result": ...}`` or
+``{"error": MESSAGE, "exit_code": N}`` (an unknown request, a malformed
+line, a sandbox that is stopping or busy, bad input: N is the exit status
+the client should give), and closes. A long request may first send progress
+lines ``{"progress": [...]}`` (:class:`SocketProgress`). Requests:
 
 ``ps``
     The sandbox's processes, live or zombie, by PID (:func:`process_list`)::
@@ -21,6 +24,13 @@ malformed line, a sandbox that is stopping or busy), and closes. Requests:
         [{"uid": 0, "pid": 1, "ppid": 0, "threads": [1], "state": "S",
           "started": "2025-01-02T03:04:05.678901+00:00", "cmd": "sh",
           "args": ["sh", "-c", "sleep 30 & wait"]}, ...]
+
+``checkpoint``
+    Write an image of the sandbox (:func:`.checkpoint.save.checkpoint`);
+    args ``image_path`` (absolute), ``key`` (hex), ``compression`` (``none``
+    or ``zstd``), ``leave_running``. It runs only at a safe point of the run
+    loop (no task in a system call); the answer is a summary
+    (``image``, ``memory_saved``, ``kernel_bytes``, ``processes``, ``stopped``).
 
 Where the answer is made: the kernel's tasks belong to the run loop, and
 the server thread never reads them. It hands the work to the loop
@@ -203,7 +213,11 @@ class SocketProgress(Progress):
     """Progress sent to the client as lines ``{"progress": [event, ...]}``
     before the answer: ``["start", label, total]``, ``["advance", n]`` (at
     most every :data:`PROGRESS_INTERVAL` seconds, summed), ``["finish"]``.
-    A client that went away stops nothing."""
+
+    A client that went away (the checkpoint command killed) aborts the work:
+    the next progress report raises PyrunscError, so that the image being
+    written is abandoned (nothing is left at its path) and the sandbox goes
+    on as it was."""
 
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
@@ -211,8 +225,10 @@ class SocketProgress(Progress):
         self._last = 0.0
 
     def _send(self, event: list[Any]) -> None:
-        with contextlib.suppress(OSError):
+        try:
             self.conn.sendall(json.dumps({"progress": event}).encode() + b"\n")
+        except OSError as e:
+            raise PyrunscError(f"the client went away ({e.strerror or e}); checkpoint abandoned") from None
 
     def start(self, label: str, total: int) -> None:
         self._send(["start", label, total])
@@ -226,10 +242,12 @@ class SocketProgress(Progress):
             self._pending = 0
 
     def finish(self) -> None:
-        if self._pending:
-            self._send(["advance", self._pending])
-            self._pending = 0
-        self._send(["finish"])
+        # The work is done by now: a client gone at this point changes nothing.
+        with contextlib.suppress(PyrunscError):
+            if self._pending:
+                self._send(["advance", self._pending])
+                self._pending = 0
+            self._send(["finish"])
 
 
 class ControlServer:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..arch import Registers
-from ..errors import SyscallError
+from ..errors import PyrunscError, SyscallError
 from ..mm import elf
 from ..mm.memfile import MemoryFile
 from ..mm.mm import Layout, MemoryManager
@@ -156,6 +156,7 @@ class Kernel:
         ``platform`` and every live address space a new platform view with
         its VMAs mapped again (the saved kernel holds none)."""
         self.platform = platform
+        reserved = self.layout().reserved
         seen: set[int] = set()
         for task in self.tasks.values():
             if task.exit_status is not None:
@@ -164,7 +165,11 @@ class Kernel:
             mm = task.mm
             if mm is not None and id(mm) not in seen:
                 seen.add(id(mm))
-                mm.attach(platform.new_address_space())
+                try:
+                    mm.attach(platform.new_address_space(), reserved)
+                except ValueError as e:
+                    raise PyrunscError(f"process {task.tg.tgid} cannot run on the {platform.name} platform: {e}") \
+                        from None
 
     def halt(self, status: ExitStatus) -> None:
         """End the run loop at its next turn with ``status``, every task

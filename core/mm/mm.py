@@ -120,9 +120,18 @@ class MemoryManager:
 
     # VMA bookkeeping.
 
-    def attach(self, aspace: AddressSpace) -> None:
+    def attach(self, aspace: AddressSpace, reserved: list[tuple[int, int]]) -> None:
         """Map every VMA into ``aspace``, the platform's new view of this
-        address space (after a restore, whose kernel holds none)."""
+        address space (after a restore, whose kernel holds none), where the
+        new platform keeps ``reserved`` ranges for itself. ValueError naming
+        a VMA that lies in one (the image came from another platform that
+        let the program map there)."""
+        for vma in self._vmas:
+            for lo, hi in reserved:
+                if vma.start < hi and lo < vma.end:
+                    raise ValueError(f"the mapping {vma.start:#x}-{vma.end:#x} {vma.name} lies in "
+                                     f"[{lo:#x}, {hi:#x}), which this platform reserves")
+        self.layout.reserved = list(reserved)
         self.aspace = aspace
         for vma in self._vmas:
             self._platform_map(vma)

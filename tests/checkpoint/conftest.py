@@ -22,13 +22,6 @@ MOUNTS = [
 
 
 @pytest.fixture
-def memfile() -> Iterator[MemoryFile]:
-    mf = MemoryFile(size=1 << 30)
-    yield mf
-    mf.close()
-
-
-@pytest.fixture
 def new_memfile() -> Iterator[Callable[[], MemoryFile]]:
     """Empty memory files to restore into; closed at the end."""
     made: list[MemoryFile] = []

@@ -4,7 +4,6 @@ whose root is a fresh tmpfs, driven as root unless a test says otherwise."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,13 +21,6 @@ from pyrunsc.core.vfs.vfs import VirtualFilesystem
 @pytest.fixture(scope="session")
 def plugins() -> Plugins:
     return Plugins()
-
-
-@pytest.fixture
-def memfile() -> Iterator[MemoryFile]:
-    mf = MemoryFile(size=1 << 30)
-    yield mf
-    mf.close()
 
 
 @pytest.fixture

@@ -692,10 +692,7 @@ class Kernel:
             return
         task.exit_status = status
         self._unqueue(task)
-        waiter = task.waiter
-        if waiter is not None and hasattr(waiter, "cancel"):
-            waiter.cancel()
-        task.waiter = None
+        task.cancel_waiter()
         release_at_exit(task)
         self._release_vfork(task)
         if not any(t.fdtable is task.fdtable for t in self.tasks.values() if t is not task and t.exit_status is None):
@@ -776,8 +773,7 @@ class Kernel:
             if t is not task and t.exit_status is None:
                 t.exit_status = ExitStatus(signal=host_signal.SIGKILL)
                 self._unqueue(t)
-                if t.waiter is not None and hasattr(t.waiter, "cancel"):
-                    t.waiter.cancel()
+                t.cancel_waiter()
                 release_at_exit(t)
                 if t.context is not None:
                     t.context.release()

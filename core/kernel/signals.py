@@ -347,10 +347,7 @@ def interrupt_blocked_call(task: Task) -> None:
     if handler:
         task.wake_at = None  # an interrupted sleep starts afresh if restarted
     task.wait = None
-    waiter = task.waiter
-    if waiter is not None and hasattr(waiter, "cancel"):
-        waiter.cancel()
-    task.waiter = None
+    task.cancel_waiter()
     if not handler and task.suspend_mask is not None:
         # The signal is acted on under the temporary mask (a fatal one ends
         # the task even if the usual mask blocks it); deliver() puts the

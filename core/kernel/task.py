@@ -177,6 +177,14 @@ class Task:
     def creds(self) -> Credentials:
         return self.fs.creds
 
+    def cancel_waiter(self) -> None:
+        """Drop what a parked call waits on (:attr:`waiter`), calling its
+        ``cancel()`` if it has one: the task exits, execs or is interrupted."""
+        waiter, self.waiter = self.waiter, None
+        cancel = getattr(waiter, "cancel", None)
+        if cancel is not None:
+            cancel()
+
     def rlimit(self, name: str) -> int:
         """The soft limit ``name`` (``"RLIMIT_NOFILE"``)."""
         return self.rlimits[RLIMIT[name]][0]

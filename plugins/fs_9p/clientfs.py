@@ -341,8 +341,8 @@ class NinePSuperblock(Superblock):
         """Give the mount a new channel (after a restore, or a reconnect):
         attach on ``client``, then re-walk every live inode by its path from
         the new root and re-open the fids that were open, with the same
-        access. Attributes and listings are fetched again on next use;
-        inode numbers stay as the sandbox saw them.
+        access. Attributes are those of the new walk, listings are fetched
+        again on next use; inode numbers stay as the sandbox saw them.
 
         Raises :class:`NinePRestoreError` naming the mount and each path that
         no longer exists (or is now of another type, or cannot be re-opened),
@@ -404,6 +404,11 @@ class NinePSuperblock(Superblock):
                 problems.append(f"{paths[0]} (was {st.filemode(inode.mode)[0]}, now {st.filemode(a.mode)[0]})")
                 continue
             inode.fid, inode.qid = fid, a.qid
+            # Take the attributes now: ``size`` (O_APPEND, SEEK_END) reads the
+            # cached size without revalidating in exclusive mode, so a file the
+            # host changed while the sandbox was away would be written at its
+            # old end (found by tests/checkpoint/test_restore_programs.py).
+            inode._apply(a)
             table[a.qid.path] = inode
             if inode._io_users and any(was_open):
                 try:

@@ -612,19 +612,14 @@ CHECKPOINT_TIMEOUT = 600.0
 
 def _wait_stopped(store: StateStore, cid: str, timeout: float = 30.0) -> None:
     """Wait until the checkpointed container's sandbox process has ended."""
-    import psutil
+    from .sandbox import wait_ended
 
     try:
         st = store.load(cid)
     except PyrunscError:
         return  # a foreground run already removed it
-    try:
-        psutil.Process(st.pid).wait(timeout=timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        raise PyrunscError(f"container {cid!r} was checkpointed but its sandbox did not stop within {timeout:g} s") \
-            from None
+    if not wait_ended(st.pid, timeout):
+        raise PyrunscError(f"container {cid!r} was checkpointed but its sandbox did not stop within {timeout:g} s")
 
 
 @cli.command("restore")

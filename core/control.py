@@ -71,7 +71,7 @@ import psutil
 
 from .checkpoint.progress import Progress
 from .errors import PyrunscError, SyscallError
-from .kernel.interrupt import Interrupted, in_blocking_call
+from .kernel.interrupt import Interrupted, abort, in_blocking_call
 
 if TYPE_CHECKING:
     from .checkpoint.save import SandboxFacts
@@ -204,6 +204,12 @@ class _Call:
         self.done.set()
 
     def fail(self, message: str) -> None:
+        if self.done.is_set():
+            # Answered already (both run on the main thread): the answer
+            # stands. A checkpoint that stops the sandbox is answered just
+            # before the loop ends and ControlServer.close() fails what is
+            # still pending; its waiting thread may not have collected it yet.
+            return
         self.error = message
         self.started.set()
         self.done.set()
@@ -328,6 +334,14 @@ class ControlServer:
             self.kernel.run_calls()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if self.kernel.halted is not None:
+            # A checkpoint that stops the sandbox ran here, in the run loop's
+            # idle wait (its one safe point inside a blocking call). Without
+            # this the wait went on until it timed out (up to IDLE_MAX, 1 s)
+            # before the loop saw the halt, and `pyrunsc checkpoint` waited
+            # that long for the sandbox to stop. No task runs after a halt,
+            # so no system call sees the EINTR.
+            abort()
 
     def _serve(self) -> None:
         sock = self._sock

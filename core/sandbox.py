@@ -259,9 +259,31 @@ def delete(store: StateStore, cid: str, *, force: bool) -> None:
             raise PyrunscError(f"container {cid!r} is {state.status}; stop it or use --force")
         try:
             os.kill(state.pid, signal.SIGKILL)
-            psutil.Process(state.pid).wait(timeout=10)
-        except (ProcessLookupError, psutil.NoSuchProcess):
+        except ProcessLookupError:
             pass
-        except psutil.TimeoutExpired:
-            raise PyrunscError(f"container {cid!r} did not stop after SIGKILL") from None
+        else:
+            if not wait_ended(state.pid, 10):
+                raise PyrunscError(f"container {cid!r} did not stop after SIGKILL")
     store.delete(cid)
+
+
+def wait_ended(pid: int, timeout: float) -> bool:
+    """Wait until process ``pid`` has ended: gone, or a zombie; False if it
+    still runs after ``timeout`` seconds.
+
+    A detached sandbox is not the caller's child: psutil's ``wait()`` would
+    poll until the process is gone, i.e. until whoever adopted it (PID 1, a
+    subreaper) reaps it, which some inits do only every second or so; the
+    container stopped well before that, when the process became a zombie."""
+    deadline = time.monotonic() + timeout
+    try:
+        proc = psutil.Process(pid)
+        while proc.status() != psutil.STATUS_ZOMBIE:
+            if time.monotonic() >= deadline:
+                return False
+            with contextlib.suppress(psutil.TimeoutExpired):
+                proc.wait(timeout=0.02)
+                return True
+    except psutil.NoSuchProcess:
+        pass
+    return True

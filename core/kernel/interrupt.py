@@ -63,6 +63,16 @@ def interrupt() -> None:
         raise Interrupted
 
 
+def abort() -> None:
+    """Call from a signal handler: abort the blocking host call in progress,
+    if any, as :func:`interrupt` does, but for the sentry's own reason (a
+    halt), so no host signal is left pending for later blocking calls."""
+    global _blocking
+    if _blocking:
+        _blocking = 0  # raise once per blocking call
+        raise Interrupted
+
+
 def handled() -> None:
     """The kernel has seen the signal: later blocking calls may block again."""
     global _pending

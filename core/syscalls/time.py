@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..kernel import timers
+from ..kernel.time import CLOCK_MONOTONIC, CLOCK_REALTIME
 from . import Block, handler_pending, syscall, to_signed
 
 if TYPE_CHECKING:
@@ -97,6 +98,14 @@ def sys_clock_nanosleep(task: Task, clock: int, flags: int, req: int, rem: int) 
     tk = task.kernel.timekeeper
     tk.now(clock)
     t = _timespec(task, req)
+    if clock == CLOCK_REALTIME and not flags & TIMER_ABSTIME:
+        # A relative CLOCK_REALTIME sleep is a CLOCK_MONOTONIC one, as in
+        # Linux (``__hrtimer_init``: relative realtime timers are not moved
+        # by clock changes). Realtime jumps across a checkpoint (it is the
+        # host's), monotonic time does not: with a realtime deadline, busybox
+        # ``sleep 5`` (clock_nanosleep(CLOCK_REALTIME, 0, ...)) ended at
+        # once after a restore when the stopped interval exceeded its rest.
+        clock = CLOCK_MONOTONIC
     deadline = t if flags & TIMER_ABSTIME else tk.now(clock) + t
     _sleep_until(task, clock, deadline, 0 if flags & TIMER_ABSTIME else rem)
     return 0

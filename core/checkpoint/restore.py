@@ -171,6 +171,7 @@ def restore_kernel(plugins: Plugins, spec: Spec, config: Config, image: Checkpoi
         platform = plugins.platform_create(config)
         platform.start(memfile)
         kernel = load_kernel(blob, memfile, platform)
+        kernel.strace = config.strace  # this run's setting, not the checkpointed one's
         fds = FdDispenser(gofer_fds) if gofer_fds is not None else FdDispenser()
         renv = create_restore_environment(plugins, spec, config, fds)
         rows = mount_rows(resolve_all(plugins, spec, config))

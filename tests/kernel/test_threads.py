@@ -56,8 +56,6 @@ def oks(out: str) -> list[str]:
 @pytest.mark.parametrize("platform", platforms())
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_program(bundle: Path, tmp_path: Path, program: str, platform: str) -> None:
-    if program == "preempt" and platform == "kvm":
-        pytest.skip("the kvm platform does not preempt tasks yet (KVMPlatform.preemptible, issue #8)")
     native = subprocess.run([str(bundle / "rootfs" / "bin" / program)], capture_output=True, text=True, timeout=60,
                             cwd=bundle / "rootfs")
     assert native.returncode == 0, native.stdout + native.stderr

@@ -16,7 +16,7 @@ import pytest
 
 HERE = Path(__file__).parent
 PYRUNSC = Path(sys.executable).parent / "pyrunsc"
-PROGRAMS = ("threads", "timers", "preempt", "thread_regs")
+PROGRAMS = ("threads", "timers", "preempt", "thread_regs", "checksum")
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build static test programs")
 

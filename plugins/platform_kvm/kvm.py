@@ -42,16 +42,24 @@ KVM_EXIT_EXCEPTION = 1
 KVM_EXIT_IO = 2
 KVM_EXIT_HLT = 5
 KVM_EXIT_MMIO = 6
+KVM_EXIT_IRQ_WINDOW_OPEN = 7
 KVM_EXIT_SHUTDOWN = 8
 KVM_EXIT_FAIL_ENTRY = 9
 KVM_EXIT_INTR = 10
 KVM_EXIT_INTERNAL_ERROR = 17
-EXIT_NAMES = {0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 5: "HLT", 6: "MMIO", 8: "SHUTDOWN (triple fault)",
-              9: "FAIL_ENTRY", 10: "INTR", 17: "INTERNAL_ERROR"}
+EXIT_NAMES = {0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 5: "HLT", 6: "MMIO", 7: "IRQ_WINDOW_OPEN",
+              8: "SHUTDOWN (triple fault)", 9: "FAIL_ENTRY", 10: "INTR", 17: "INTERNAL_ERROR"}
 
 # struct kvm_run offsets.
+RUN_REQUEST_INTERRUPT_WINDOW = 0
 RUN_IMMEDIATE_EXIT = 1
 RUN_EXIT_REASON = 8
+#: Set by KVM on every return from KVM_RUN (EINTR included), without an
+#: in-kernel irqchip: the guest could take an interrupt now: IF set, no
+#: interrupt shadow, and no exception pending or event half-injected, i.e. at
+#: an instruction boundary (Linux ``kvm_vcpu_ready_for_interrupt_injection``;
+#: DOSEMU relies on it to change the registers there).
+RUN_READY_FOR_INTERRUPT_INJECTION = 12
 RUN_VALID_REGS = 288
 RUN_DIRTY_REGS = 296
 RUN_SYNC_REGS = 304

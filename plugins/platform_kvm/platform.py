@@ -23,7 +23,17 @@ that stays on the host and to PVM).
   them: CR4.FSGSBASE is off).
 - ``interrupt()`` sets ``immediate_exit`` in kvm_run and sends
   :data:`SIGNAL_INTERRUPT` to the thread in KVM_RUN (gVisor's
-  ``bluepill``/``SignalInterrupt`` scheme): KVM_RUN returns EINTR.
+  ``bluepill``/``SignalInterrupt`` scheme): KVM_RUN returns EINTR. That
+  stops the vCPU between two of KVM's steps, which may be part way through
+  an event (a PVM ``syscall`` that has jumped to LSTAR but not yet raised its
+  #GP, an exception KVM has queued, an exception stub). Stop.INTERRUPT is
+  returned only where KVM says an interrupt could be taken
+  (``ready_for_interrupt_injection``: user mode, at an instruction boundary,
+  nothing pending); elsewhere the vCPU runs on with an interrupt window
+  requested, to that point (KVM_EXIT_IRQ_WINDOW_OPEN) or to its stub's
+  ``hlt``, whose stop is reported with the interrupt still pending. gVisor
+  gets the same guarantee by injecting an interrupt through the guest IDT
+  once the window is open.
 
 Threads: any thread may call ``switch``, one at a time per context; a vCPU
 may move between host threads. ``interrupt`` works from any thread or a
@@ -118,7 +128,11 @@ _USER_FLAGS = 0x254DD5
 _SYNC = kvm.KVM_REGS
 _SYNC_OFF = kvm.RUN_SYNC_REGS
 _EXIT_HLT = kvm.KVM_EXIT_HLT
+_EXIT_IRQ_WINDOW_OPEN = kvm.KVM_EXIT_IRQ_WINDOW_OPEN
+_READY = kvm.RUN_READY_FOR_INTERRUPT_INJECTION
+_WINDOW = kvm.RUN_REQUEST_INTERRUPT_WINDOW
 _EINTR = errno.EINTR
+_IF = 0x200
 _INTERRUPTED: tuple[Stop, Fault | None] = (Stop.INTERRUPT, None)
 _SYSCALL: tuple[Stop, Fault | None] = (Stop.SYSCALL, None)
 _run_ioctl = kvm.raw_ioctl
@@ -278,6 +292,8 @@ class KVMContext(Context):
         self._holder: Registers | None = None
         self._pull = self._pull_fp  # bound once: its identity marks "the image is in this vCPU"
         self._sregs_template = bytearray(kvm.SREGS_SIZE)
+        #: Interrupts that found the vCPU part way through an event (it ran on).
+        self.unfinished = 0
         #: How the last system call arrived: "pvm" or "ring0" (what the probe reads).
         self.last_entry = ""
         if vcpu is None:
@@ -362,8 +378,11 @@ class KVMContext(Context):
           #PF SIGSEGV (si_addr = CR2; MAPERR/ACCERR; write/exec from the error
           code), #GP SIGSEGV SI_KERNEL, #UD SIGILL, #DE SIGFPE, int3 SIGTRAP...
           (:data:`VECTOR_SIGNALS`); ``rip`` at the faulting instruction;
-        - :meth:`interrupt` (or any host signal to this thread while in the
-          guest): (Stop.INTERRUPT, None) with the state at that point.
+        - :meth:`interrupt`: (Stop.INTERRUPT, None) with the task's state at
+          the instruction it resumes from. An interrupt that finds the vCPU
+          part way through a system call or fault lets it finish: that stop
+          is returned, and the next switch returns Stop.INTERRUPT at once
+          (another host signal to this thread only restarts KVM_RUN).
 
         ``regs.regs`` is updated in place; ``cs``/``ss`` are always 0x33/0x2b,
         ``ds``..``gs`` kept. The FP image stays in the vCPU until
@@ -414,7 +433,7 @@ class KVMContext(Context):
                             r[8], r[7], r[6], r[3], r[2], r[1], r[0], RESUME, 2)
         run[kvm.RUN_DIRTY_REGS] = kvm.KVM_SYNC_X86_REGS
         gate = p._gate
-        finishing = False
+        window = False  # an interrupt window is requested: the vCPU runs on to it
         self._thread = threading.get_ident()
         try:
             while True:
@@ -424,7 +443,7 @@ class KVMContext(Context):
                     p._running += 1
                     # Cleared under the gate, so a flush's kick is never lost;
                     # set again for an interrupt that came before (its signal is spent).
-                    run[kvm.RUN_IMMEDIATE_EXIT] = 1 if self._pending and not finishing else 0
+                    run[kvm.RUN_IMMEDIATE_EXIT] = 1 if self._pending and not window else 0
                 rc = _run_ioctl(self.fd, _KVM_RUN, 0)
                 err = ctypes.get_errno() if rc < 0 else 0
                 with gate:
@@ -434,19 +453,25 @@ class KVMContext(Context):
                 if rc < 0:
                     if err != _EINTR:
                         raise KVMError(err, f"KVM_RUN: {os.strerror(err)}")
-                    if not self._pending or finishing:
+                    if not self._pending:
                         continue  # a flush's kick or a foreign signal: KVM_RUN resumes where it was
-                    result = self._interrupted(regs)
-                    if result is None:
-                        finishing = True  # inside an exception stub: run to its hlt; stays pending
-                        continue
-                    return result
+                    if run[_READY]:
+                        return self._interrupted(regs)
+                    if not window:  # part way through an event: run on, asking KVM for the next point
+                        window = True
+                        run[_WINDOW] = 1
+                        self.unfinished += 1
+                    continue
                 reason = struct.unpack_from("<I", run, kvm.RUN_EXIT_REASON)[0]
-                if reason != _EXIT_HLT:
-                    raise self._guest_error(reason)
-                return self._stopped(regs)
+                if reason == _EXIT_HLT:
+                    return self._stopped(regs)  # (an interrupt still pending is taken by the next switch)
+                if reason == _EXIT_IRQ_WINDOW_OPEN and window:
+                    return self._interrupted(regs)
+                raise self._guest_error(reason)
         finally:
             self._thread = 0
+            if window:
+                run[_WINDOW] = 0
             if self._holder is not regs:
                 self._evict()
                 self._holder = regs
@@ -514,30 +539,32 @@ class KVMContext(Context):
         off = (pte & PTE_ADDR) - MEM_BASE + addr % PAGE
         return mf.read(off, min(n, PAGE - addr % PAGE))
 
-    def _interrupted(self, regs: Registers) -> tuple[Stop, Fault | None] | None:
-        """KVM_RUN returned EINTR (immediate_exit or a signal). Returns INTERRUPT
-        with the state at that point, or None to go on running (the vCPU was
-        inside an exception stub: it must reach its ``hlt`` first)."""
-        run = self.run
-        s = bytearray(kvm.SREGS_SIZE)
-        kvm.ioctl(self.fd, kvm.KVM_GET_SREGS, s, "KVM_GET_SREGS")
-        cs = struct.unpack_from("<H", s, 12)[0]
+    def _interrupted(self, regs: Registers) -> tuple[Stop, Fault | None]:
+        """Stop.INTERRUPT at a point where KVM could inject an interrupt
+        (``ready_for_interrupt_injection`` or an open interrupt window): the
+        guest's IF is set, so it is in user mode (ring 0 here always runs with
+        IF clear), at an instruction boundary, with no exception pending or
+        half-delivered. The sync registers (KVM stores them on every return,
+        EINTR included) are then the task's, exactly.
+
+        Anywhere else the state is not the task's to resume: at LSTAR with IF
+        clear (a PVM ``syscall`` whose ``hlt`` has not yet raised #GP: resumed
+        with IF set, as every user resume is, that ``hlt`` was a #GP with IF
+        set, a SIGSEGV at LSTAR, and the system call was lost: issue #8); with
+        an exception queued (e.g. that #GP, or an ``int3`` trap that
+        KVM_GET_VCPU_EVENTS does not even report), which new registers drop or
+        deliver at the wrong place; in ring 0. :meth:`switch` runs those on."""
         (rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8, r9, r10, r11, r12, r13, r14, r15, krip,
-         kflags) = _SYNC.unpack_from(run, _SYNC_OFF)
-        if cs & 3 == 3:  # in user mode: the sync registers are the task's
-            r = regs.regs
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9] = r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8
-            r[10], r[11], r[12], r[13], r[14], r[16], r[18], r[19] = rax, rcx, rdx, rsi, rdi, krip, kflags, rsp
-            self._in_user = True
-        elif krip not in (RESUME, LSTAR + 1):
-            # In an exception stub (or, ring-0 entry, at LSTAR's hlt): finish it.
-            run[kvm.RUN_IMMEDIATE_EXIT] = 0
-            run[kvm.RUN_DIRTY_REGS] = 0
-            self._pending = True
-            return None
-        # else: still at RESUME, the task never ran: regs are as given.
+         kflags) = _SYNC.unpack_from(self.run, _SYNC_OFF)
+        if not kflags & _IF:
+            raise GuestError(f"vCPU {self.index}: KVM would take an interrupt with IF clear at rip {krip:#x}")
+        r = regs.regs
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] = r15, r14, r13, r12, rbp, rbx, r11, r10
+        r[8], r[9], r[10], r[11], r[12], r[13], r[14] = r9, r8, rax, rcx, rdx, rsi, rdi
+        r[16], r[17], r[18], r[19], r[20] = krip, USER_CS, kflags, rsp, USER_DS
+        self._in_user = True  # the next switch reloads the ring-0 sregs
         self._pending = False
-        run[kvm.RUN_IMMEDIATE_EXIT] = 0
+        self.run[kvm.RUN_IMMEDIATE_EXIT] = 0
         return _INTERRUPTED
 
     def _guest_error(self, reason: int) -> GuestError:
@@ -604,10 +631,9 @@ class KVMPlatform(Platform):
     :class:`~.machine.Ring0Entry` on VMX/SVM.
     """
 
-    #: Not yet: interrupting a task's user code at a timer tick and running
-    #: another vCPU crashes the multi-threaded test program (SIGSEGV), so the
-    #: kernel does not preempt tasks on this platform (issue #8).
-    preemptible = False
+    #: An interrupt stops a task only at a point it resumes from exactly (see
+    #: :meth:`KVMContext._interrupted`), so the kernel may preempt tasks.
+    preemptible = True
 
     name = "kvm"
     #: Address ranges no application mapping may use ([start, end) bytes): the

@@ -16,7 +16,7 @@ import pytest
 
 HERE = Path(__file__).parent
 PYRUNSC = Path(sys.executable).parent / "pyrunsc"
-PROGRAMS = ("threads", "timers", "preempt", "thread_regs")
+PROGRAMS = ("threads", "timers", "preempt", "thread_regs", "checksum")
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build static test programs")
 
@@ -56,8 +56,6 @@ def oks(out: str) -> list[str]:
 @pytest.mark.parametrize("platform", platforms())
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_program(bundle: Path, tmp_path: Path, program: str, platform: str) -> None:
-    if program == "preempt" and platform == "kvm":
-        pytest.skip("the kvm platform does not preempt tasks yet (KVMPlatform.preemptible, issue #8)")
     native = subprocess.run([str(bundle / "rootfs" / "bin" / program)], capture_output=True, text=True, timeout=60,
                             cwd=bundle / "rootfs")
     assert native.returncode == 0, native.stdout + native.stderr

@@ -447,6 +447,94 @@ def test_interrupt_before_switch_returns_at_once(env: Env) -> None:
     assert run(env, regs)[0] is Stop.SYSCALL
 
 
+
+def _hammer(ctx: KVMContext, period: float) -> threading.Event:
+    """Interrupt ``ctx`` every ``period`` seconds (the kernel's preemption,
+    much faster) until the returned event is set."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(period):
+            ctx.interrupt()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return done
+
+
+# Loops that stop in the sentry on every round, each counting its rounds in rbx:
+# L: inc rbx; <the stop>; jmp L. An interrupt while the vCPU is part way through
+# such a stop (a PVM `syscall` between its jump to LSTAR and its #GP, a #GP or
+# #PF or int3 that KVM has queued) must neither lose the stop nor add one.
+HAMMERED = {
+    "syscall": (b"\x48\xff\xc3" + mov_eax(39) + SYSCALL + b"\xeb\xf4", Stop.SYSCALL, 10, 0),
+    "int3": (b"\x48\xff\xc3" + INT3 + b"\xeb\xfa", Stop.FAULT, 4, 0),
+    # mov al, [0]: a #PF at 0; the sentry skips the 7-byte load.
+    "page fault": (b"\x48\xff\xc3" + b"\x8a\x04\x25\x00\x00\x00\x00" + b"\xeb\xf4", Stop.FAULT, 3, 7),
+}
+
+
+@pytest.mark.parametrize("kind", list(HAMMERED))
+def test_interrupts_lose_and_add_no_stop(env: Env, kind: str) -> None:
+    code, expect, at, skip = HAMMERED[kind]
+    regs = env.load(code)
+    regs.r12, regs.r13, regs.r14, regs.r15, regs.rbp = 0x12, 0x13, 0x14, 0x15, 0xBB
+    stops = interrupts = 0
+    done = _hammer(env.ctx, 0.0002)
+    deadline = time.monotonic() + 3
+    try:
+        while interrupts < 300 and time.monotonic() < deadline:
+            stop, fault = run(env, regs)
+            assert (regs.r12, regs.r13, regs.r14, regs.r15, regs.rbp) == (0x12, 0x13, 0x14, 0x15, 0xBB)
+            if stop is Stop.INTERRUPT:
+                interrupts += 1
+                assert CODE <= regs.rip < CODE + len(code) and regs.eflags & 0x200, hex(regs.rip)
+                continue
+            stops += 1
+            assert stop is expect, (stop, fault, hex(regs.rip))
+            assert regs.rip == CODE + at and regs.rbx == stops, (hex(regs.rip), regs.rbx, stops)
+            if stop is Stop.SYSCALL:
+                assert regs.orig_rax == 39 and regs.rcx == regs.rip and regs.r11 == regs.eflags
+                regs.rax = 1
+            else:
+                assert fault is not None
+                assert fault.signo == (signal.SIGTRAP if kind == "int3" else signal.SIGSEGV)
+            regs.rip += skip
+    finally:
+        done.set()
+    assert interrupts > 10 and stops > 100, (interrupts, stops)
+
+
+def test_computation_interrupted_thousands_of_times_is_exact(env: Env) -> None:
+    # L: add rax, rbx; paddq xmm0, xmm1; imul rdx, rdx, 3; inc rbx; cmp rbx, rcx; jb L;
+    # then store xmm0, rdx, rax and exit: xmm0 = n * xmm1, rdx = 3**n, rax = the
+    # sum of 0..n-1, whatever interrupts came in between (general, flags and XMM
+    # registers all live across them).
+    code = (b"\xf3\x0f\x6f\x4f\x20"  # movdqu xmm1, [rdi+32]
+            + b"\x48\x01\xd8" + b"\x66\x0f\xd4\xc1" + b"\x48\x6b\xd2\x03" + b"\x48\xff\xc3"
+            + b"\x48\x39\xcb" + b"\x72\xed"
+            + b"\xf3\x0f\x7f\x07" + b"\x48\x89\x57\x10" + b"\x48\x89\x47\x18" + mov_eax(60) + SYSCALL)
+    regs = env.load(code)
+    env.memfile.write(env.offsets[(id(env.aspace), DATA)] + 32, struct.pack("<QQ", 3, 5))
+    n = 1 << 28
+    regs.rcx, regs.rdx = n, 1
+    interrupts = 0
+    done = _hammer(env.ctx, 0.00005)
+    try:
+        while True:
+            stop, fault = run(env, regs)
+            if stop is not Stop.INTERRUPT:
+                break
+            interrupts += 1
+            assert CODE <= regs.rip < CODE + len(code), hex(regs.rip)
+    finally:
+        done.set()
+    assert (stop, fault, regs.orig_rax) == (Stop.SYSCALL, None, 60)
+    mask = (1 << 64) - 1
+    assert regs.rbx == n and regs.orig_rax == 60
+    assert struct.unpack("<4Q", env.data(n=32)) == (n * 3 & mask, n * 5 & mask, pow(3, n, 1 << 64), n * (n - 1) // 2)
+    assert interrupts > 100, interrupts
+
+
 # (6) Several address spaces and contexts.
 
 

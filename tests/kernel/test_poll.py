@@ -5,7 +5,8 @@ busybox, run in the sandbox and natively in a chroot of the same rootfs.
 A waiting task parks and the others keep running: a poll that times out, a
 blocked read of the caller's stdin, a select, poll or epoll_wait on it, each
 while a child process keeps making system calls, which must make progress
-meanwhile. Waiting for stdin does not spin either.
+meanwhile. Waiting for stdin does not spin either. Every test runs on each
+platform (issue #8).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from platforms import platforms
 
 HERE = Path(__file__).parent
 PYRUNSC = Path(sys.executable).parent / "pyrunsc"
@@ -33,9 +35,17 @@ _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 16384, 1 << 18
 
 
+@pytest.fixture(scope="module", params=platforms())
+def platform(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundle(tmp_path_factory: pytest.TempPathFactory, platform: str) -> Path:
+    """The programs' rootfs; the file ``platform`` names the platform the
+    sandbox runs on."""
     b = tmp_path_factory.mktemp("poll")
+    (b / "platform").write_text(platform)
     rootfs = b / "rootfs"
     for d in ("bin", "tmp", "proc", "dev"):
         (rootfs / d).mkdir(parents=True)
@@ -53,8 +63,9 @@ def sandbox_cmd(bundle: Path, args: list[str]) -> list[str]:
     (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "process": proc,
                                                     "root": {"path": "rootfs"}}))
     root = bundle.parent / (bundle.name + "-state")
-    return [str(PYRUNSC), "--root", str(root), "--file-access", "direct", "run", "--bundle", str(bundle),
-            f"p{os.getpid()}-{time.monotonic_ns()}"]
+    platform = (bundle / "platform").read_text()
+    return [str(PYRUNSC), "--root", str(root), "--file-access", "direct", "--platform", platform, "run",
+            "--bundle", str(bundle), f"p{os.getpid()}-{time.monotonic_ns()}"]
 
 
 def native_enter(rootfs: Path) -> None:

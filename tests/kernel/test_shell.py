@@ -5,7 +5,8 @@ sandbox as natively in a chroot of the same rootfs (the comparison of
 ``test_busybox.py``, whose helpers this module uses).
 
 They run with the default file access (proxy: the gofer serves the rootfs);
-``test_busybox.py`` covers both modes for the file-heavy commands.
+``test_busybox.py`` covers both modes for the file-heavy commands. They run on
+every platform (issue #8: the comparison gives the same results on kvm).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from platforms import platforms
 
 Result = tuple[bytes, bytes, int]
 
@@ -37,13 +39,19 @@ bb = _load_compare_helpers()
 pytestmark = bb.pytestmark
 
 
+@pytest.fixture(scope="module", params=platforms())
+def platform(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundle(tmp_path_factory: pytest.TempPathFactory, platform: str) -> Path:
     b = tmp_path_factory.mktemp("shell-bundle")
     bb.make_rootfs(b / "rootfs")
     (b / "data").mkdir()
     (b / "data" / "hello.txt").write_text("hello from a read-only bind mount\n")
     (b / "file-access").write_text("proxy")
+    (b / "platform").write_text(platform)
     return b
 
 

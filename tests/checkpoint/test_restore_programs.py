@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from platforms import skip_unless
 
 from pyrunsc.core.checkpoint import new_header, read_header, write_image
 from pyrunsc.core.mm.memfile import MemoryFile
@@ -234,16 +235,21 @@ def test_big_heap_checksum_goes_on(rootfs: Path, runtime: Runtime, tmp_path: Pat
     assert runtime.ids() == []
 
 
-@pytest.mark.parametrize("compression", ["none", "zstd"])
-def test_threads_and_fp_registers(rootfs: Path, runtime: Runtime, tmp_path: Path, compression: str) -> None:
+@pytest.mark.parametrize(("compression", "saved_on", "restored_on"), [
+    ("none", "ptrace", "ptrace"), ("zstd", "ptrace", "ptrace"),
+    pytest.param("none", "ptrace", "kvm", marks=skip_unless("kvm")),
+    pytest.param("none", "kvm", "ptrace", marks=skip_unless("kvm")),
+])
+def test_threads_and_fp_registers(rootfs: Path, runtime: Runtime, tmp_path: Path, compression: str, saved_on: str,
+                                  restored_on: str) -> None:
     """Three threads waiting on a condition variable and one computing in
     xmm and x87 registers (rounding toward zero) at the checkpoint finish
     after the restore with the counter handed round to 600 and the FP results
     bit for bit those of the same computation redone; also from a
-    zstd-compressed image."""
+    zstd-compressed image, and restored on the other platform (issue #8)."""
     bundle = make_bundle(tmp_path / "bundle", rootfs, ["/bin/ringfp"])
     out = tmp_path / "run.out"
-    runtime.run_detached(bundle, "ring", out)
+    runtime.run_detached(bundle, "ring", out, flags=["--platform", saved_on])
     wait_for(out, r"^fp started$")
     image = tmp_path / "image"
     runtime.checkpoint("ring", image, "--compression", compression)
@@ -258,7 +264,8 @@ def test_threads_and_fp_registers(rootfs: Path, runtime: Runtime, tmp_path: Path
         assert header["parts"]["pages"]["size"] < header["memory"]["saved"] / 2
         assert header["parts"]["kernel"]["size"] < header["parts"]["kernel"]["raw_size"] / 2
 
-    r = runtime.restore(image, bundle, "ring")
+    assert header["platform"] == saved_on
+    r = runtime.restore(image, bundle, "ring", flags=["--platform", restored_on])
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout == "count 600 turns 200 200 200\nfp ok\n", r.stderr
     assert runtime.ids() == []

@@ -9,10 +9,13 @@ or unusable; the descriptor and page-table tests of both system-call entries
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -707,3 +710,22 @@ def test_probe_reports_a_missing_device(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(kvm_platform, "DEV_KVM", "/dev/no-such-kvm")
     assert KVMPlatform.probe() == "/dev/no-such-kvm does not exist (no KVM on this host)"
+
+
+@pytest.mark.parametrize("command", [["run"], ["restore", "--image-path", "no-image"]])
+def test_run_without_kvm_fails_at_once_with_status_2(tmp_path: Path, command: list[str]) -> None:
+    """``--platform kvm`` on a host without /dev/kvm: exit status 2 and why,
+    before any sandbox starts (here the device path is pointed elsewhere)."""
+    bundle = tmp_path / "b"
+    (bundle / "rootfs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+        "process": {"args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0}}}))
+    code = ("import sys, pyrunsc.plugins.platform_kvm.platform as p; p.DEV_KVM = '/dev/no-such-kvm'\n"
+            "from pyrunsc.core.cli import main; main(sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", code, "--root", str(tmp_path / "root"), "--platform", "kvm",
+                        *command, "--bundle", str(bundle), "c1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == ("pyrunsc: error: platform: platform 'kvm' is not available here: "
+                                "/dev/no-such-kvm does not exist (no KVM on this host)")
+    assert not (tmp_path / "root" / "c1").exists()

@@ -560,6 +560,7 @@ def run_cmd(ctx: click.Context, bundle: Path | None, deployment: Path | None, de
     state: State = ctx.obj
     spec, config = load_input(state, bundle, deployment, need_platform=True)
     cid = _container_id(container_id, deployment, state)
+    state.get_plugins().platform_class(config)  # fail at once, before a gofer or a sandbox process starts
     from . import sandbox
 
     code = sandbox.start(state.get_plugins(), _store(state, config), spec, config, cid, detach=detach,
@@ -649,6 +650,7 @@ def restore_cmd(ctx: click.Context, image_path: Path, bundle: Path | None, deplo
     spec, config = load_input(state, bundle, deployment, need_platform=True)
     cid = _container_id(container_id, deployment, state)
     plugins = state.get_plugins()
+    plugins.platform_class(config)  # an unavailable platform fails before the image is read
     root = state.root or config.root_dir
     key = resolve_key(root, key_file, create=False)
     if key is None:

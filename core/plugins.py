@@ -212,22 +212,7 @@ class CoreHooks:
 
     @hookimpl(trylast=True)
     def platform_create(self, config: Config) -> Platform:
-        cls = self.plugins.registry.platform(config.platform)
-        if cls is None:
-            raise ConfigError(
-                f"unknown platform {config.platform!r}; installed: "
-                + (", ".join(sorted(self.plugins.registry.platforms)) or "none"),
-                field="platform",
-            )
-        try:
-            reason = cls.probe()
-        except Exception as e:
-            reason = f"its probe failed: {type(e).__name__}: {e}"
-        if reason is not None:
-            raise ConfigError(
-                f"platform {config.platform!r} is not available here: {reason}", field="platform"
-            )
-        return cls(config)
+        return self.plugins.platform_class(config)(config)
 
 
 class Plugins:
@@ -405,6 +390,28 @@ class Plugins:
             raise self._bad_result("start_gofer", "a GoferStart or None", start, spec=spec, config=config,
                                    mounts=mounts)
         return start
+
+    def platform_class(self, config: Config) -> type[Platform]:
+        """The registered platform ``config`` names, if this host can run it
+        (its ``probe()``). ConfigError (exit 2) naming the platform and why
+        not: unknown, or unavailable (no /dev/kvm, no permission, ...).
+        ``run`` and ``restore`` call it before anything starts."""
+        cls = self.registry.platform(config.platform)
+        if cls is None:
+            raise ConfigError(
+                f"unknown platform {config.platform!r}; installed: "
+                + (", ".join(sorted(self.registry.platforms)) or "none"),
+                field="platform",
+            )
+        try:
+            reason = cls.probe()
+        except Exception as e:
+            reason = f"its probe failed: {type(e).__name__}: {e}"
+        if reason is not None:
+            raise ConfigError(
+                f"platform {config.platform!r} is not available here: {reason}", field="platform"
+            )
+        return cls
 
     def platform_create(self, config: Config) -> Platform:
         platform = self._call("platform_create", f" for platform {config.platform!r}", config=config)

@@ -14,7 +14,7 @@ from pyrunsc.core.hookspecs import hookimpl
 from pyrunsc.core.plugins import Register
 
 from .kvm import KVMError
-from .machine import KERNEL_END, KERNEL_START, PvmEntry, Ring0Entry
+from .machine import KERNEL_END, KERNEL_START, PvmEntry, PvmPortEntry, Ring0Entry
 from .platform import (
     DEV_KVM,
     KVM_API_VERSION,
@@ -37,6 +37,7 @@ __all__ = [
     "KVMError",
     "KVMPlatform",
     "PvmEntry",
+    "PvmPortEntry",
     "Ring0Entry",
 ]
 

@@ -17,6 +17,7 @@ from .kvm import KVMError
 from .machine import KERNEL_END, KERNEL_START, PvmEntry, PvmPortEntry, Ring0Entry
 from .platform import (
     DEV_KVM,
+    ENTRY_ENV,
     KVM_API_VERSION,
     SIGNAL_INTERRUPT,
     GuestError,
@@ -27,6 +28,7 @@ from .platform import (
 
 __all__ = [
     "DEV_KVM",
+    "ENTRY_ENV",
     "KERNEL_END",
     "KERNEL_START",
     "KVM_API_VERSION",

@@ -322,12 +322,10 @@ class PageTables:
         self.alloc = alloc
         self.pages: list[int] = []
         self.root = self._new_table()
+        #: CR3 of this address space (the root table's guest-physical address).
+        self.cr3 = self.root * PAGE
         self._leaf: dict[int, int] = {}  # 2 MiB index -> PT page
         self._link(KERNEL_START, kernel_pt_gpa)
-
-    @property
-    def cr3(self) -> int:
-        return self.root * PAGE
 
     def _new_table(self) -> int:
         page = self.alloc.alloc()

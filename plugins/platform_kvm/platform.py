@@ -127,6 +127,10 @@ KVM_API_VERSION = 12
 #: The signal that kicks a vCPU thread out of KVM_RUN (gVisor uses SIGCHLD;
 #: SIGURG, as Go's preemption, is one the sandbox does not otherwise use).
 SIGNAL_INTERRUPT = signal.SIGURG
+#: Environment setting of the system-call entry when the platform is built
+#: from a Config: ``pvm-io``, ``pvm`` or ``ring0`` (see :mod:`.machine`);
+#: unset: the best this host has.
+ENTRY_ENV = "PYRUNSC_KVM_ENTRY"
 #: Memory-file bytes per memory slot.
 SLOT_CHUNK = 256 << 20
 #: Highest user address + 1 with 4-level paging.
@@ -148,6 +152,9 @@ _SREGS_FS = kvm.RUN_SYNC_SREGS + 24 * 3
 _SREGS_GS = kvm.RUN_SYNC_SREGS + 24 * 4
 _SREGS_CR3 = kvm.RUN_SYNC_SREGS + kvm.SREGS_CR0 + 16
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_EXIT_REASON = kvm.RUN_EXIT_REASON
+_get_ident = threading.get_ident
 #: rip after the LSTAR ``out`` of PvmPortEntry.
 _PORT_RIP = LSTAR + 2
 #: The lowest canonical upper-half address (4-level paging).
@@ -490,12 +497,12 @@ class KVMContext(Context):
                 _SYNC.pack_into(run, _SYNC_OFF, r[10], r[5], r[11], r[12], r[13], r[14], self._frame_va, r[4], r[9],
                                 r[8], r[7], r[6], r[3], r[2], r[1], r[0], RESUME, 2)
             run[_DIRTY] = _DIRTY_REGS
-        gate = p._gate
+        gate, lock = p._gate, p._gate_lock  # (the lock itself: `with` a Condition is a Python call)
         window = False  # an interrupt window is requested: the vCPU runs on to it
-        self._thread = threading.get_ident()
+        self._thread = _get_ident()
         try:
             while True:
-                with gate:
+                with lock:
                     while p._flushing:
                         gate.wait()
                     p._running += 1
@@ -504,7 +511,7 @@ class KVMContext(Context):
                     run[kvm.RUN_IMMEDIATE_EXIT] = 1 if self._pending and not window else 0
                 rc = _run_ioctl(self.fd, _KVM_RUN, 0)
                 err = ctypes.get_errno() if rc < 0 else 0
-                with gate:
+                with lock:
                     p._running -= 1
                     if p._flushing:
                         gate.notify_all()
@@ -521,7 +528,7 @@ class KVMContext(Context):
                         run[_WINDOW] = 1
                         self.unfinished += 1
                     continue
-                reason = struct.unpack_from("<I", run, kvm.RUN_EXIT_REASON)[0]
+                reason = _U32.unpack_from(run, _EXIT_REASON)[0]
                 if reason == _EXIT_IO:
                     return self._port_exit(regs)  # (an interrupt still pending is taken by the next switch)
                 if reason == _EXIT_HLT:
@@ -739,8 +746,9 @@ class KVMPlatform(Platform):
 
     ``entry`` (after :meth:`start`) is the :class:`~.machine.Entry` that the
     start-up probe found: :class:`~.machine.PvmPortEntry` on PVM hosts
-    (:class:`~.machine.PvmEntry` when asked for with ``entry="pvm"``, or when
-    KVM cannot sync sregs), :class:`~.machine.Ring0Entry` on VMX/SVM.
+    (:class:`~.machine.PvmEntry` when asked for with ``entry="pvm"`` or
+    :data:`ENTRY_ENV`, or when KVM cannot sync sregs),
+    :class:`~.machine.Ring0Entry` on VMX/SVM.
     """
 
     #: An interrupt stops a task only at a point it resumes from exactly (see
@@ -758,6 +766,8 @@ class KVMPlatform(Platform):
 
     def __init__(self, config: Config, entry: str | None = None) -> None:
         super().__init__(config)
+        if entry is None:
+            entry = os.environ.get(ENTRY_ENV) or None
         if entry is not None and entry not in ENTRIES:
             raise ValueError(f"unknown KVM entry {entry!r} (one of {', '.join(ENTRIES)})")
         #: The entry asked for (None: the best this host has).
@@ -774,7 +784,8 @@ class KVMPlatform(Platform):
         self._flush_needed = False
         self._lock = threading.Lock()
         #: Guards ``_running`` (vCPUs in KVM_RUN) and ``_flushing``.
-        self._gate = threading.Condition(threading.Lock())
+        self._gate_lock = threading.Lock()
+        self._gate = threading.Condition(self._gate_lock)
         self._running = 0
         self._flushing = False
         self.entry: Entry = PvmEntry()

@@ -23,6 +23,10 @@ then exit_group; ``roundtrip_common.py``):
   from C (``kvm_floor.c``, a shared library called on the same vCPU);
 - "C register return": the ``pvm-io`` round trip with the sentry's part in C
   (rax = 1, rip = rcx, rflags = r11 in the sync regs, KVM_RUN);
+- a fault's round trip: ``L: int3; jmp L``, every SIGTRAP stop switched
+  back into (the exception stub's ``hlt`` exit, then the return: user-mode
+  sregs and registers through the sync regs with ``pvm-io``, ``iretq`` with
+  ``pvm``);
 - the sentry: ``pyrunsc`` running the program, each getpid through the
   kernel's system call table, on ptrace and on kvm (each entry);
 - VM creation: ``KVMPlatform.start`` (VM, pool, entry probe) and the first
@@ -60,9 +64,10 @@ from roundtrip_common import (
     sentry_us,
 )
 
+from pyrunsc.core.arch import Registers
 from pyrunsc.core.config import Config
 from pyrunsc.core.mm.memfile import MemoryFile
-from pyrunsc.core.platform import Stop
+from pyrunsc.core.platform import PROT_EXEC, PROT_READ, Stop
 from pyrunsc.core.plugins import Plugins
 from pyrunsc.plugins.platform_kvm import ENTRY_ENV, KVMPlatform, kvm
 from pyrunsc.plugins.platform_kvm import machine as m
@@ -136,6 +141,30 @@ def c_loop_us(lib: ctypes.CDLL, name: str, f: Floor, n: int) -> float:
     return elapsed / n * 1e6
 
 
+def fault_us(platform: KVMPlatform, memfile: MemoryFile, n: int) -> float:
+    """µs per SIGTRAP stop of ``L: int3; jmp L``, switched straight back into."""
+    aspace = platform.new_address_space()
+    ctx = platform.new_context()
+    code = memfile.allocate(m.PAGE)
+    try:
+        memfile.write(code, b"\xcc\xeb\xfd")
+        aspace.map(0x400000, m.PAGE, code, PROT_READ | PROT_EXEC)
+        regs = Registers.for_entry(0x400000, 0x500000)
+        switch = ctx.switch
+        switch(aspace, regs)
+        t = time.perf_counter()
+        for _ in range(n):
+            stop, _ = switch(aspace, regs)
+        elapsed = time.perf_counter() - t
+        if stop is not Stop.FAULT or regs.rip != 0x400001:
+            raise RuntimeError(f"fault loop: {stop} at rip {regs.rip:#x}")
+        return elapsed / n * 1e6
+    finally:
+        ctx.release()
+        aspace.release()
+        memfile.free(code, m.PAGE)
+
+
 def creation_ms(memfile: MemoryFile) -> tuple[float, float, float]:
     """ms for KVMPlatform.start (with the entry probe), the first context, a second (a new vCPU)."""
     t0 = time.perf_counter()
@@ -187,6 +216,7 @@ def main() -> None:
                 timed("ptrace", lambda: platform_us(ptrace, memfile, progs.prog, n))
                 for e, p in kvms.items():
                     timed(f"kvm {e}", lambda p=p: platform_us(p, memfile, progs.prog, n))
+                    timed(f"fault {e}", lambda p=p: fault_us(p, memfile, n // 2))
                     with Floor(p, memfile, progs.prog, floor=True) as f:
                         timed(f"floor py {e}", lambda f=f: py_floor_us(f, n))
                         timed(f"floor c {e}", lambda f=f: c_loop_us(lib, "kvm_run_loop", f, n))
@@ -224,6 +254,8 @@ def main() -> None:
         "kvm pvm": "kvm platform, pvm entry (#GP, iretq)",
         "floor py pvm": "  floor of pvm: KVM_RUN from Python",
         "floor c pvm": "  floor of pvm: KVM_RUN from C",
+        "fault pvm-io": "int3 SIGTRAP round trip, pvm-io",
+        "fault pvm": "int3 SIGTRAP round trip, pvm",
         "sentry ptrace": "sentry on ptrace",
         "sentry kvm pvm-io": "sentry on kvm, pvm-io",
         "sentry kvm pvm": "sentry on kvm, pvm",
@@ -241,6 +273,7 @@ def main() -> None:
         ratio(f"kvm {e}", f"floor py {e}", f"kvm {e} / its floor (Python)")
         ratio(f"kvm {e}", f"floor c {e}", f"kvm {e} / its floor (C)")
     ratio("kvm pvm", "kvm pvm-io", "kvm pvm / kvm pvm-io")
+    ratio("fault pvm", "fault pvm-io", "fault: pvm / pvm-io")
     ratio("kvm pvm-io", "ptrace", "kvm pvm-io / ptrace platform")
     ratio("kvm pvm-io", "native", "kvm pvm-io / native")
     ratio("ptrace", "native", "ptrace platform / native")

@@ -30,7 +30,7 @@ the entry's :attr:`Entry.lstar_code` (then ``hlt`` to the end of the page).
   raises #GP; IDT vector 13 runs the ring-0 stub ``push 13; hlt; add
   rsp,16; iretq``: KVM_EXIT_HLT with an interrupt frame whose RIP is LSTAR.
   Return: ``iretq`` from a rewritten frame. On this project's PVM host the
-  ring-0 instructions are emulated one by one: this path costs about 10 us
+  ring-0 instructions are emulated one by one: this path costs about 9 us
   more than the port exit (``benchmarks/kvm_roundtrip.py``).
 - Both PVM entries need the LSTAR page to be a *user* page.
 - VMX/SVM (:class:`Ring0Entry`): the jump enters ring 0 at LSTAR (supervisor

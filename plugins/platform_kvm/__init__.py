@@ -14,9 +14,10 @@ from pyrunsc.core.hookspecs import hookimpl
 from pyrunsc.core.plugins import Register
 
 from .kvm import KVMError
-from .machine import KERNEL_END, KERNEL_START, PvmEntry, Ring0Entry
+from .machine import KERNEL_END, KERNEL_START, PvmEntry, PvmPortEntry, Ring0Entry
 from .platform import (
     DEV_KVM,
+    ENTRY_ENV,
     KVM_API_VERSION,
     SIGNAL_INTERRUPT,
     GuestError,
@@ -27,6 +28,7 @@ from .platform import (
 
 __all__ = [
     "DEV_KVM",
+    "ENTRY_ENV",
     "KERNEL_END",
     "KERNEL_START",
     "KVM_API_VERSION",
@@ -37,6 +39,7 @@ __all__ = [
     "KVMError",
     "KVMPlatform",
     "PvmEntry",
+    "PvmPortEntry",
     "Ring0Entry",
 ]
 

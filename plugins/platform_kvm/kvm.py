@@ -35,6 +35,7 @@ KVM_SET_XCRS = 0x4188AEA7
 KVM_CAP_SYNC_REGS = 74
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_SYNC_X86_REGS = 1
+KVM_SYNC_X86_SREGS = 2
 
 # Exit reasons (kvm_run.exit_reason).
 KVM_EXIT_UNKNOWN = 0
@@ -60,9 +61,14 @@ RUN_EXIT_REASON = 8
 #: an instruction boundary (Linux ``kvm_vcpu_ready_for_interrupt_injection``;
 #: DOSEMU relies on it to change the registers there).
 RUN_READY_FOR_INTERRUPT_INJECTION = 12
+#: KVM_EXIT_IO: direction (u8, 1 = out), size (u8), port (u16), count (u32), data_offset (u64).
+RUN_IO = 32
+KVM_EXIT_IO_OUT = 1
 RUN_VALID_REGS = 288
 RUN_DIRTY_REGS = 296
+#: struct kvm_sync_regs: kvm_regs (144 bytes), then kvm_sregs (312), then kvm_vcpu_events.
 RUN_SYNC_REGS = 304
+RUN_SYNC_SREGS = RUN_SYNC_REGS + 144
 
 #: struct kvm_regs: rax rbx rcx rdx rsi rdi rsp rbp r8-r15 rip rflags (18 u64, 144 bytes).
 KVM_REGS = struct.Struct("<18Q")

@@ -16,12 +16,23 @@ Guest-virtual: the kernel pages sit at [:data:`KERNEL_START`,
 addresses (PLATFORM-FACTS); that range is ``KVMPlatform.reserved``.
 
 Entries (:class:`Entry`): a user ``syscall`` jumps to LSTAR, whose page holds
-``hlt; sysretq``.
+the entry's :attr:`Entry.lstar_code` (then ``hlt`` to the end of the page).
 
-- PVM (:class:`PvmEntry`): the jump stays in ring 3, so the ``hlt`` raises #GP;
-  IDT vector 13 runs the ring-0 stub ``push 13; hlt; add rsp,16; iretq``:
-  KVM_EXIT_HLT with an interrupt frame whose RIP is LSTAR. The LSTAR page
-  must be a *user* page. Return: ``iretq`` from a rewritten frame.
+- PVM, port exit (:class:`PvmPortEntry`, the default on PVM): the jump stays in
+  user mode (ring 3, IF clear by SFMASK) and LSTAR holds ``out 0x80, al``,
+  which the vCPU's TSS I/O bitmap lets user mode do: KVM emulates it and
+  returns KVM_EXIT_IO with the vCPU still in user mode. Return: the sentry
+  writes the task's registers into kvm_run's sync regs (rip = the user rip,
+  IF set) and KVM_RUN enters user mode there; no guest ring-0 code runs. A
+  vCPU in ring 0 (after an exception stub, or a new vCPU) is brought to user
+  mode the same way, with the user-mode sregs in kvm_run's sync sregs.
+- PVM, #GP exit (:class:`PvmEntry`): LSTAR holds ``hlt``, which in ring 3
+  raises #GP; IDT vector 13 runs the ring-0 stub ``push 13; hlt; add
+  rsp,16; iretq``: KVM_EXIT_HLT with an interrupt frame whose RIP is LSTAR.
+  Return: ``iretq`` from a rewritten frame. On this project's PVM host the
+  ring-0 instructions are emulated one by one: this path costs about 9 us
+  more than the port exit (``benchmarks/kvm_roundtrip.py``).
+- Both PVM entries need the LSTAR page to be a *user* page.
 - VMX/SVM (:class:`Ring0Entry`): the jump enters ring 0 at LSTAR (supervisor
   page), ``hlt`` exits with RIP = LSTAR+1; return: ``sysretq`` with rcx = rip,
   r11 = rflags (or ``iretq`` when the kernel changed rcx/r11).
@@ -74,6 +85,14 @@ ERROR_CODE_VECTORS = frozenset((8, 10, 11, 12, 13, 14, 17, 21, 29, 30))
 #: Vectors user code may raise with ``int n`` / ``int3`` / ``into`` (Linux: DPL 3).
 USER_GATES = frozenset((3, 4))
 TSS_SIZE = 104
+#: The I/O port :class:`PvmPortEntry`'s LSTAR code writes to; the only port the
+#: TSS I/O bitmap may open to user mode.
+EXIT_PORT = 0x80
+#: The TSS's I/O bitmap (right after it): ports 0 .. EXIT_PORT|7, then the
+#: terminating 0xFF byte the CPU reads past the last port.
+IO_BITMAP_SIZE = EXIT_PORT // 8 + 2
+#: The TSS limit (TR and GDT): the TSS and its I/O bitmap.
+TSS_LIMIT = TSS_SIZE + IO_BITMAP_SIZE - 1
 
 # Page-table entry bits.
 PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D = 0x1, 0x2, 0x4, 0x20, 0x40
@@ -86,8 +105,10 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 #: vector, error code, then what the CPU pushed: rip, cs, rflags, rsp, ss.
 FRAME = struct.Struct("<7Q")
 FRAME_SIZE = FRAME.size
-#: The LSTAR page's code: ``hlt; sysretq``.
+#: The LSTAR page's code for :class:`PvmEntry` and :class:`Ring0Entry`: ``hlt; sysretq``.
 LSTAR_CODE = b"\xf4\x48\x0f\x07"
+#: :class:`PvmPortEntry`'s: ``out EXIT_PORT, al`` (KVM_EXIT_IO, rip = LSTAR + 2).
+LSTAR_PORT_CODE = bytes((0xE6, EXIT_PORT))
 _HLT_IRET = b"\xf4\x48\x83\xc4\x10\x48\xcf"  # hlt; add rsp, 16; iretq
 
 
@@ -143,7 +164,7 @@ def gdt() -> bytes:
     page = bytearray(PAGE)
     for sel, desc in GDT_ENTRIES.items():
         struct.pack_into("<Q", page, sel & ~7, desc)
-    base, limit = vcpu_tss_va(0), TSS_SIZE - 1
+    base, limit = vcpu_tss_va(0), TSS_LIMIT
     low = (limit & 0xFFFF) | (base & 0xFFFFFF) << 16 | 0x8B << 40 | ((limit >> 16) & 0xF) << 48 | \
         ((base >> 24) & 0xFF) << 56
     struct.pack_into("<QQ", page, TSS_SEL, low, base >> 32)
@@ -162,12 +183,25 @@ def idt() -> bytes:
     return bytes(page)
 
 
-def tss(index: int) -> bytes:
-    """vCPU ``index``'s TSS: RSP0 = the top of its page; no I/O bitmap."""
-    t = bytearray(TSS_SIZE)
+def tss(index: int, port: int = 0) -> bytes:
+    """vCPU ``index``'s TSS and I/O bitmap (:data:`TSS_LIMIT` + 1 bytes): RSP0 =
+    the top of its page; every port closed to user mode but ``port`` (when
+    not 0)."""
+    t = bytearray(TSS_LIMIT + 1)
     struct.pack_into("<Q", t, 4, vcpu_tss_va(index) + PAGE)
     struct.pack_into("<H", t, 102, TSS_SIZE)
+    t[TSS_SIZE:] = b"\xff" * IO_BITMAP_SIZE
+    if port:
+        if not 0 < port <= EXIT_PORT | 7:
+            raise ValueError(f"port {port:#x} is past the I/O bitmap")
+        t[TSS_SIZE + port // 8] &= ~(1 << port % 8)
     return bytes(t)
+
+
+def lstar_page(code: bytes) -> bytes:
+    """The LSTAR page: ``code``, then ``hlt`` (a #GP in user mode) to its end,
+    so that a jump anywhere else in the page faults there."""
+    return code + b"\xf4" * (PAGE - len(code))
 
 
 class Entry:
@@ -178,6 +212,14 @@ class Entry:
     lstar_user = True
     #: Whether returns from a system call may use ``sysretq`` at LSTAR+1.
     sysret = False
+    #: The code at LSTAR.
+    lstar_code = LSTAR_CODE
+    #: The I/O port the TSS opens to user mode (0: none).
+    exit_port = 0
+    #: Whether the vCPU returns to user mode by having its registers (and, from
+    #: ring 0, its sregs) set through kvm_run's sync regs, rather than by a
+    #: guest ``iretq``/``sysretq``.
+    register_return = False
 
     def kernel_pte(self, page: int) -> int:
         """The leaf PTE (flags and guest-physical address) of kernel page ``page``."""
@@ -218,7 +260,19 @@ class Ring0Entry(Entry):
     sysret = True
 
 
-ENTRIES: dict[str, type[Entry]] = {"pvm": PvmEntry, "ring0": Ring0Entry}
+class PvmPortEntry(Entry):
+    """PVM, port exit: the LSTAR ``out`` gives KVM_EXIT_IO in user mode (IF
+    clear: a system call); return by setting the registers."""
+
+    name = "pvm-io"
+    lstar_user = True
+    sysret = False
+    lstar_code = LSTAR_PORT_CODE
+    exit_port = EXIT_PORT
+    register_return = True
+
+
+ENTRIES: dict[str, type[Entry]] = {"pvm-io": PvmPortEntry, "pvm": PvmEntry, "ring0": Ring0Entry}
 
 
 class PoolAllocator:
@@ -268,12 +322,10 @@ class PageTables:
         self.alloc = alloc
         self.pages: list[int] = []
         self.root = self._new_table()
+        #: CR3 of this address space (the root table's guest-physical address).
+        self.cr3 = self.root * PAGE
         self._leaf: dict[int, int] = {}  # 2 MiB index -> PT page
         self._link(KERNEL_START, kernel_pt_gpa)
-
-    @property
-    def cr3(self) -> int:
-        return self.root * PAGE
 
     def _new_table(self) -> int:
         page = self.alloc.alloc()

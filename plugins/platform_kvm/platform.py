@@ -12,15 +12,25 @@ that stays on the host and to PVM).
   KVM then zaps every shadow page / EPT entry and flushes guest TLBs (PVM
   uses a shadow MMU, which does not see page-table writes made from the host).
 - A context is one vCPU. ``switch`` writes the task's registers into the
-  kvm_run sync-regs area (KVM_CAP_SYNC_REGS: no GET/SET_REGS ioctl), an
-  ``iretq`` frame onto the vCPU's ring-0 stack, and enters at ``RESUME``
-  (``add rsp,16; iretq``). Every way back is a ``hlt`` in ring 0 after an
-  exception stub pushed its vector (KVM_EXIT_HLT); see :mod:`.machine` for
-  the system-call entries (PVM's #GP at LSTAR, or the ring-0 LSTAR entry).
+  kvm_run sync-regs area (KVM_CAP_SYNC_REGS: no GET/SET_REGS ioctl). How the
+  vCPU then gets to user mode depends on the entry (:mod:`.machine`):
+
+  - with :class:`~.machine.PvmPortEntry` (PVM's default) the registers are
+    simply the task's (rip = its rip, IF set): a vCPU stopped in user mode (a
+    system call's KVM_EXIT_IO, an interrupt) resumes there with nothing else
+    written; one in ring 0 (an exception stub, a new vCPU) or with another
+    CR3 or FS/GS base also gets the user-mode sregs through the sync sregs
+    (KVM_SYNC_X86_SREGS; no SET_SREGS or SET_MSRS ioctl);
+  - otherwise an ``iretq`` frame goes onto the vCPU's ring-0 stack and the
+    vCPU enters at ``RESUME`` (``add rsp,16; iretq``), after KVM_SET_SREGS
+    when the CR3 changed (KVM_SET_MSRS when only FS/GS did).
+
+  Exceptions come back as a ``hlt`` in ring 0 after an exception stub
+  pushed its vector (KVM_EXIT_HLT); system calls as the entry says.
 - FP state: KVM_SET_XSAVE when the task's image differs from what the vCPU
   holds; after a stop the image stays in the vCPU until read (``fp_pull``).
-- fs_base/gs_base: KVM_SET_MSRS when they change (user code cannot change
-  them: CR4.FSGSBASE is off).
+- fs_base/gs_base: user code cannot change them (CR4.FSGSBASE is off); they
+  are set with the sregs, or KVM_SET_MSRS (see above), when they change.
 - ``interrupt()`` sets ``immediate_exit`` in kvm_run and sends
   :data:`SIGNAL_INTERRUPT` to the thread in KVM_RUN (gVisor's
   ``bluepill``/``SignalInterrupt`` scheme): KVM_RUN returns EINTR. That
@@ -64,6 +74,7 @@ from .machine import (
     CR4,
     EFER,
     ENTRIES,
+    EXIT_PORT,
     FRAME,
     GDT_LIMIT,
     GDT_PAGE,
@@ -76,7 +87,6 @@ from .machine import (
     KERNEL_PT_PAGE,
     KERNEL_START,
     LSTAR,
-    LSTAR_CODE,
     LSTAR_PAGE,
     MAX_VCPUS,
     MEM_BASE,
@@ -90,8 +100,8 @@ from .machine import (
     STAR,
     STUB_PAGE,
     STUB_VA,
+    TSS_LIMIT,
     TSS_SEL,
-    TSS_SIZE,
     USER_CS,
     USER_DS,
     Entry,
@@ -100,6 +110,7 @@ from .machine import (
     PvmEntry,
     gdt,
     idt,
+    lstar_page,
     stub_code,
     tss,
     vcpu_page,
@@ -116,6 +127,10 @@ KVM_API_VERSION = 12
 #: The signal that kicks a vCPU thread out of KVM_RUN (gVisor uses SIGCHLD;
 #: SIGURG, as Go's preemption, is one the sandbox does not otherwise use).
 SIGNAL_INTERRUPT = signal.SIGURG
+#: Environment setting of the system-call entry when the platform is built
+#: from a Config: ``pvm-io``, ``pvm`` or ``ring0`` (see :mod:`.machine`);
+#: unset: the best this host has.
+ENTRY_ENV = "PYRUNSC_KVM_ENTRY"
 #: Memory-file bytes per memory slot.
 SLOT_CHUNK = 256 << 20
 #: Highest user address + 1 with 4-level paging.
@@ -128,6 +143,22 @@ _USER_FLAGS = 0x254DD5
 _SYNC = kvm.KVM_REGS
 _SYNC_OFF = kvm.RUN_SYNC_REGS
 _EXIT_HLT = kvm.KVM_EXIT_HLT
+_EXIT_IO = kvm.KVM_EXIT_IO
+_DIRTY = kvm.RUN_DIRTY_REGS
+_DIRTY_REGS = kvm.KVM_SYNC_X86_REGS
+_DIRTY_ALL = kvm.KVM_SYNC_X86_REGS | kvm.KVM_SYNC_X86_SREGS
+#: Sync sregs fields the register return updates: FS and GS base, CR3.
+_SREGS_FS = kvm.RUN_SYNC_SREGS + 24 * 3
+_SREGS_GS = kvm.RUN_SYNC_SREGS + 24 * 4
+_SREGS_CR3 = kvm.RUN_SYNC_SREGS + kvm.SREGS_CR0 + 16
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_EXIT_REASON = kvm.RUN_EXIT_REASON
+_get_ident = threading.get_ident
+#: rip after the LSTAR ``out`` of PvmPortEntry.
+_PORT_RIP = LSTAR + 2
+#: The lowest canonical upper-half address (4-level paging).
+_UPPER_HALF = (1 << 64) - USER_TOP
 _EXIT_IRQ_WINDOW_OPEN = kvm.KVM_EXIT_IRQ_WINDOW_OPEN
 _READY = kvm.RUN_READY_FOR_INTERRUPT_INJECTION
 _WINDOW = kvm.RUN_REQUEST_INTERRUPT_WINDOW
@@ -196,18 +227,23 @@ def _buffer_address(buf: mmap.mmap) -> int:
         del c
 
 
-def build_sregs(template: bytes | bytearray, cr3: int, tss_va: int, fs_base: int, gs_base: int) -> bytearray:
-    """struct kvm_sregs for ring 0 in long mode: Linux's kernel CS/SS, null
-    DS/ES/FS/GS (DPL 3: ``iretq`` keeps them) carrying the task's FS/GS
-    bases, TR at the vCPU's TSS, our GDT/IDT, CR0/CR3/CR4/EFER.
-    ``template`` gives apic_base (what KVM_GET_SREGS said)."""
+def build_sregs(template: bytes | bytearray, cr3: int, tss_va: int, fs_base: int, gs_base: int,
+                user: bool = False) -> bytearray:
+    """struct kvm_sregs for ring 0 in long mode: Linux's kernel CS/SS (user
+    CS/SS with ``user``), null DS/ES/FS/GS (DPL 3: ``iretq`` keeps them)
+    carrying the task's FS/GS bases, TR at the vCPU's TSS, our GDT/IDT,
+    CR0/CR3/CR4/EFER. ``template`` gives apic_base (what KVM_GET_SREGS said)."""
     s = bytearray(template)
     seg = kvm.KVM_SEGMENT.pack_into
-    seg(s, 0, 0, 0xFFFFFFFF, KERNEL_CS, 11, 1, 0, 0, 1, 1, 1, 0, 0)  # cs
+    if user:
+        seg(s, 0, 0, 0xFFFFFFFF, USER_CS, 11, 1, 3, 0, 1, 1, 1, 0, 0)  # cs
+        seg(s, 24 * 5, 0, 0xFFFFFFFF, USER_DS, 3, 1, 3, 1, 1, 0, 1, 0, 0)  # ss
+    else:
+        seg(s, 0, 0, 0xFFFFFFFF, KERNEL_CS, 11, 1, 0, 0, 1, 1, 1, 0, 0)  # cs
+        seg(s, 24 * 5, 0, 0xFFFFFFFF, KERNEL_DS, 3, 1, 0, 1, 1, 0, 1, 0, 0)  # ss
     for i, base in ((1, 0), (2, 0), (3, fs_base), (4, gs_base)):  # ds es fs gs
         seg(s, 24 * i, base, 0xFFFFFFFF, 0, 3, 1, 3, 1, 1, 0, 1, 0, 0)
-    seg(s, 24 * 5, 0, 0xFFFFFFFF, KERNEL_DS, 3, 1, 0, 1, 1, 0, 1, 0, 0)  # ss
-    seg(s, 24 * 6, tss_va, TSS_SIZE - 1, TSS_SEL, 11, 1, 0, 0, 0, 0, 0, 0, 0)  # tr
+    seg(s, 24 * 6, tss_va, TSS_LIMIT, TSS_SEL, 11, 1, 0, 0, 0, 0, 0, 0, 0)  # tr
     seg(s, 24 * 7, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1)  # ldt (unusable)
     struct.pack_into("<QHxxxxxx", s, 192, GDT_VA, GDT_LIMIT)
     struct.pack_into("<QHxxxxxx", s, 208, IDT_VA, 0xFFF)
@@ -294,7 +330,7 @@ class KVMContext(Context):
         self._sregs_template = bytearray(kvm.SREGS_SIZE)
         #: Interrupts that found the vCPU part way through an event (it ran on).
         self.unfinished = 0
-        #: How the last system call arrived: "pvm" or "ring0" (what the probe reads).
+        #: How the last system call arrived: "pvm-io", "pvm" or "ring0" (what the probe reads).
         self.last_entry = ""
         if vcpu is None:
             try:
@@ -302,12 +338,20 @@ class KVMContext(Context):
             except BaseException:
                 self._close()
                 raise
+        else:  # (apic_base for the sregs)
+            kvm.ioctl(self.fd, kvm.KVM_GET_SREGS, self._sregs_template, "KVM_GET_SREGS")
+        if platform.entry.register_return:
+            # The user-mode sregs, kept in kvm_run (KVM does not write them back:
+            # valid_regs is REGS only); a switch patches CR3 and FS/GS base.
+            start = kvm.RUN_SYNC_SREGS
+            self.run[start : start + kvm.SREGS_SIZE] = build_sregs(self._sregs_template, 0, vcpu_tss_va(index), 0, 0,
+                                                                   user=True)
         self.run[kvm.RUN_IMMEDIATE_EXIT] = 0
         self._fs = self._gs = -1  # unknown: set with the first switch's sregs
 
     def _setup(self) -> None:
         p = self._platform
-        p._pool[self._page_off : self._page_off + TSS_SIZE] = tss(self.index)
+        p._pool[self._page_off : self._page_off + TSS_LIMIT + 1] = tss(self.index, p.entry.exit_port)
         kvm.ioctl(self.fd, kvm.KVM_SET_CPUID2, bytearray(p._cpuid), "KVM_SET_CPUID2")
         kvm.ioctl(self.fd, kvm.KVM_GET_SREGS, self._sregs_template, "KVM_GET_SREGS")
         self._set_sregs(0)
@@ -406,38 +450,59 @@ class KVMContext(Context):
         r = regs.regs
         run = self.run
         cr3 = tables.cr3
-        need_sregs = cr3 != self._cr3 or self._in_user
-        if r[21] != self._fs or r[22] != self._gs:
-            if not need_sregs:
-                self._set_msrs([(kvm.MSR_FS_BASE, r[21]), (kvm.MSR_GS_BASE, r[22])])
-            self._fs, self._gs = r[21], r[22]
-        if need_sregs:
-            try:
-                self._set_sregs(cr3)
-            except KVMError:
-                self._cr3 = -1
-                raise
-        self._aspace = aspace  # type: ignore[assignment]
-        if regs.fp_pull is not self._pull:
-            self._load_fp(regs)
         rip = r[16]
         if rip >= USER_TOP:  # iretq/sysretq would fault in ring 0: Linux sends SIGSEGV
             return (Stop.FAULT, Fault(signal.SIGSEGV, SI_KERNEL, 0))
         flags = (r[18] & _USER_FLAGS) | 0x202
-        if self._at_sysret and p.entry.sysret and r[11] == rip and r[6] == r[18]:
+        if r[21] != self._fs or r[22] != self._gs:
+            for base in (r[21], r[22]):  # (KVM would load either into the MSR as it is)
+                if USER_TOP <= base < _UPPER_HALF:
+                    raise KVMError(errno.EINVAL, f"non-canonical FS/GS base {base:#x}")
+        direct = p.entry.register_return
+        if not direct:
+            need_sregs = cr3 != self._cr3 or self._in_user
+            if r[21] != self._fs or r[22] != self._gs:
+                if not need_sregs:
+                    self._set_msrs([(kvm.MSR_FS_BASE, r[21]), (kvm.MSR_GS_BASE, r[22])])
+                self._fs, self._gs = r[21], r[22]
+            if need_sregs:
+                try:
+                    self._set_sregs(cr3)
+                except KVMError:
+                    self._cr3 = -1
+                    raise
+        self._aspace = aspace  # type: ignore[assignment]
+        if regs.fp_pull is not self._pull:
+            self._load_fp(regs)
+        if direct:
+            # Straight to user mode: the registers alone when the vCPU stopped
+            # in user mode with this CR3 and FS/GS base, else with the sregs.
+            dirty = _DIRTY_REGS
+            if not self._in_user or cr3 != self._cr3 or r[21] != self._fs or r[22] != self._gs:
+                fs, gs = r[21], r[22]
+                _U64.pack_into(run, _SREGS_FS, fs)
+                _U64.pack_into(run, _SREGS_GS, gs)
+                _U64.pack_into(run, _SREGS_CR3, cr3)
+                self._cr3, self._fs, self._gs = cr3, fs, gs  # (-1 again if KVM_RUN fails)
+                dirty = _DIRTY_ALL
             _SYNC.pack_into(run, _SYNC_OFF, r[10], r[5], r[11], r[12], r[13], r[14], r[19], r[4], r[9], r[8], r[7],
-                            flags, r[3], r[2], r[1], r[0], LSTAR + 1, 2)
+                            r[6], r[3], r[2], r[1], r[0], rip, flags)
+            run[_DIRTY] = dirty
         else:
-            FRAME.pack_into(p._pool, self._frame_off, 0, 0, rip, USER_CS, flags, r[19], USER_DS)
-            _SYNC.pack_into(run, _SYNC_OFF, r[10], r[5], r[11], r[12], r[13], r[14], self._frame_va, r[4], r[9],
-                            r[8], r[7], r[6], r[3], r[2], r[1], r[0], RESUME, 2)
-        run[kvm.RUN_DIRTY_REGS] = kvm.KVM_SYNC_X86_REGS
-        gate = p._gate
+            if self._at_sysret and p.entry.sysret and r[11] == rip and r[6] == r[18]:
+                _SYNC.pack_into(run, _SYNC_OFF, r[10], r[5], r[11], r[12], r[13], r[14], r[19], r[4], r[9], r[8],
+                                r[7], flags, r[3], r[2], r[1], r[0], LSTAR + 1, 2)
+            else:
+                FRAME.pack_into(p._pool, self._frame_off, 0, 0, rip, USER_CS, flags, r[19], USER_DS)
+                _SYNC.pack_into(run, _SYNC_OFF, r[10], r[5], r[11], r[12], r[13], r[14], self._frame_va, r[4], r[9],
+                                r[8], r[7], r[6], r[3], r[2], r[1], r[0], RESUME, 2)
+            run[_DIRTY] = _DIRTY_REGS
+        gate, lock = p._gate, p._gate_lock  # (the lock itself: `with` a Condition is a Python call)
         window = False  # an interrupt window is requested: the vCPU runs on to it
-        self._thread = threading.get_ident()
+        self._thread = _get_ident()
         try:
             while True:
-                with gate:
+                with lock:
                     while p._flushing:
                         gate.wait()
                     p._running += 1
@@ -446,12 +511,13 @@ class KVMContext(Context):
                     run[kvm.RUN_IMMEDIATE_EXIT] = 1 if self._pending and not window else 0
                 rc = _run_ioctl(self.fd, _KVM_RUN, 0)
                 err = ctypes.get_errno() if rc < 0 else 0
-                with gate:
+                with lock:
                     p._running -= 1
                     if p._flushing:
                         gate.notify_all()
                 if rc < 0:
                     if err != _EINTR:
+                        self._cr3 = -1  # (sync sregs may not have been taken)
                         raise KVMError(err, f"KVM_RUN: {os.strerror(err)}")
                     if not self._pending:
                         continue  # a flush's kick or a foreign signal: KVM_RUN resumes where it was
@@ -462,7 +528,9 @@ class KVMContext(Context):
                         run[_WINDOW] = 1
                         self.unfinished += 1
                     continue
-                reason = struct.unpack_from("<I", run, kvm.RUN_EXIT_REASON)[0]
+                reason = _U32.unpack_from(run, _EXIT_REASON)[0]
+                if reason == _EXIT_IO:
+                    return self._port_exit(regs)  # (an interrupt still pending is taken by the next switch)
                 if reason == _EXIT_HLT:
                     return self._stopped(regs)  # (an interrupt still pending is taken by the next switch)
                 if reason == _EXIT_IRQ_WINDOW_OPEN and window:
@@ -506,6 +574,56 @@ class KVMContext(Context):
         if frip >> 12 == LSTAR >> 12:  # a jump into the LSTAR page: as if it were not mapped
             return (Stop.FAULT, Fault(signal.SIGSEGV, SEGV_MAPERR, frip, exec=True))
         return (Stop.FAULT, self._fault(vector, error, frip))
+
+    def _port_exit(self, regs: Registers) -> tuple[Stop, Fault | None]:
+        """A KVM_EXIT_IO: the system call of :class:`~.machine.PvmPortEntry`
+        when at LSTAR's ``out`` with IF clear (user code runs with IF set; a
+        ``syscall`` clears it). The vCPU stays in user mode."""
+        (rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8, r9, r10, r11, r12, r13, r14, r15, krip,
+         kflags) = _SYNC.unpack_from(self.run, _SYNC_OFF)
+        r = regs.regs
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9] = r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8
+        r[12], r[13], r[14], r[17], r[19], r[20] = rdx, rsi, rdi, USER_CS, rsp, USER_DS
+        self._in_user = True
+        if krip == _PORT_RIP and not kflags & _IF:
+            r[15], r[10], r[11], r[16], r[18] = rax, _ENOSYS_RAX, rcx, rcx, r11
+            self.last_entry = "pvm-io"
+            return _SYSCALL
+        r[10], r[11], r[18] = rax, rcx, kflags
+        return self._stray_port(regs, krip)
+
+    def _stray_port(self, regs: Registers, rip: int) -> tuple[Stop, Fault | None]:
+        """Port I/O by user code (the TSS bitmap lets it reach EXIT_PORT), or a
+        jump to LSTAR. Linux sends SIGSEGV for both (a #GP; a jump to an
+        unmapped page); the task's rip is that of the instruction."""
+        r = regs.regs
+        if rip == _PORT_RIP:  # a jump to LSTAR with IF set
+            r[16] = LSTAR
+            return (Stop.FAULT, Fault(signal.SIGSEGV, SEGV_MAPERR, LSTAR, exec=True))
+        direction = self.run[kvm.RUN_IO]
+        if direction != kvm.KVM_EXIT_IO_OUT:
+            # An IN is completed by the next KVM_RUN, which would then overwrite
+            # the registers it is given: complete it now, without entering.
+            run = self.run
+            _U64.pack_into(run, _DIRTY, 0)
+            run[kvm.RUN_IMMEDIATE_EXIT] = 1
+            _run_ioctl(self.fd, _KVM_RUN, 0)
+            run[kvm.RUN_IMMEDIATE_EXIT] = 1 if self._pending else 0
+        else:  # KVM ran the OUT: rip is past it
+            rip = self._port_insn_start(rip)
+        r[16] = rip
+        return (Stop.FAULT, Fault(signal.SIGSEGV, SI_KERNEL, 0))
+
+    def _port_insn_start(self, after: int) -> int:
+        """Where the user ``out``/``outs`` that ends at ``after`` begins
+        (``after`` itself when the bytes before it are not one)."""
+        b = self._read_user(after - 3, 3) if after % PAGE >= 3 else b""
+        if len(b) == 3:
+            if b[1] in (0xE6, 0xE7) and b[2] == EXIT_PORT:  # out imm8, al/eax
+                return after - 3 if b[0] == 0x66 else after - 2
+            if b[2] in (0xEE, 0xEF, 0x6E, 0x6F):  # out dx, al/eax; outs
+                return after - 2 if b[1] in (0x66, 0xF2, 0xF3) else after - 1
+        return after
 
     def _fault(self, vector: int, error: int, rip: int) -> Fault:
         if vector == 14:
@@ -627,7 +745,9 @@ class KVMPlatform(Platform):
     """The KVM platform: vCPUs run application code; exits come to the sentry.
 
     ``entry`` (after :meth:`start`) is the :class:`~.machine.Entry` that the
-    start-up probe found: :class:`~.machine.PvmEntry` on PVM hosts,
+    start-up probe found: :class:`~.machine.PvmPortEntry` on PVM hosts
+    (:class:`~.machine.PvmEntry` when asked for with ``entry="pvm"`` or
+    :data:`ENTRY_ENV`, or when KVM cannot sync sregs),
     :class:`~.machine.Ring0Entry` on VMX/SVM.
     """
 
@@ -644,8 +764,14 @@ class KVMPlatform(Platform):
     def probe(cls) -> str | None:
         return kvm_unavailable()
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, entry: str | None = None) -> None:
         super().__init__(config)
+        if entry is None:
+            entry = os.environ.get(ENTRY_ENV) or None
+        if entry is not None and entry not in ENTRIES:
+            raise ValueError(f"unknown KVM entry {entry!r} (one of {', '.join(ENTRIES)})")
+        #: The entry asked for (None: the best this host has).
+        self._want_entry = entry
         self._kvm_fd = self._vm_fd = -1
         self._pool: mmap.mmap | None = None
         self._pool_q: memoryview | None = None
@@ -658,7 +784,8 @@ class KVMPlatform(Platform):
         self._flush_needed = False
         self._lock = threading.Lock()
         #: Guards ``_running`` (vCPUs in KVM_RUN) and ``_flushing``.
-        self._gate = threading.Condition(threading.Lock())
+        self._gate_lock = threading.Lock()
+        self._gate = threading.Condition(self._gate_lock)
         self._running = 0
         self._flushing = False
         self.entry: Entry = PvmEntry()
@@ -680,6 +807,8 @@ class KVMPlatform(Platform):
                               (kvm.KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT")):
                 if not kvm.ioctl(self._kvm_fd, kvm.KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION"):
                     raise KVMError(errno.ENOTSUP, f"this KVM lacks {name}")
+            self._sync_sregs = bool(kvm.ioctl(self._kvm_fd, kvm.KVM_CHECK_EXTENSION, kvm.KVM_CAP_SYNC_REGS,
+                                              "KVM_CHECK_EXTENSION") & kvm.KVM_SYNC_X86_SREGS)
             self._vm_fd = kvm.ioctl(self._kvm_fd, kvm.KVM_CREATE_VM, 0, "KVM_CREATE_VM")
             os.set_inheritable(self._vm_fd, False)
             self._run_size = kvm.ioctl(self._kvm_fd, kvm.KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
@@ -706,7 +835,7 @@ class KVMPlatform(Platform):
         pool[GDT_PAGE * PAGE : (GDT_PAGE + 1) * PAGE] = gdt()
         pool[IDT_PAGE * PAGE : (IDT_PAGE + 1) * PAGE] = idt()
         pool[STUB_PAGE * PAGE : (STUB_PAGE + 1) * PAGE] = stub_code()
-        pool[LSTAR_PAGE * PAGE : LSTAR_PAGE * PAGE + len(LSTAR_CODE)] = LSTAR_CODE
+        pool[LSTAR_PAGE * PAGE : (LSTAR_PAGE + 1) * PAGE] = lstar_page(self.entry.lstar_code)
         pool[KERNEL_PT_PAGE * PAGE : (KERNEL_PT_PAGE + 1) * PAGE] = self.entry.kernel_table().tobytes()
 
     def _install_signal(self) -> None:
@@ -720,7 +849,9 @@ class KVMPlatform(Platform):
 
     def _probe_entry(self) -> None:
         """Run one user ``syscall`` and see how it arrives: a #GP frame at LSTAR
-        (PVM) or a ring-0 ``hlt`` at LSTAR (VMX/SVM). Selects ``entry``."""
+        (PVM) or a ring-0 ``hlt`` at LSTAR (VMX/SVM). Selects ``entry``: on
+        PVM, the port exit unless ``entry="pvm"`` was asked for (or KVM cannot
+        sync sregs)."""
         probe_page = KERNEL_PT_PAGE + 1  # a spare pool page, below the vCPU pages
         assert self._pool is not None
         self._pool[probe_page * PAGE : probe_page * PAGE + 4] = b"\x0f\x05\xeb\xfe"  # syscall; jmp .
@@ -738,10 +869,18 @@ class KVMPlatform(Platform):
         finally:
             ctx.release()
             aspace.release()
-        self.entry = ENTRIES[kind]()
-        if kind != "pvm":  # the LSTAR page becomes a supervisor page
-            assert self._pool_q is not None
-            self._pool_q[KERNEL_PT_PAGE * 512 + LSTAR_PAGE] = self.entry.kernel_pte(LSTAR_PAGE)
+        want = self._want_entry
+        if kind == "pvm" and want != "pvm" and self._sync_sregs:
+            kind = "pvm-io"
+        if want is not None and want != kind:
+            raise KVMError(errno.ENOTSUP, f"KVM entry {want!r} asked for, but this host gives {kind!r}")
+        self.entry = entry = ENTRIES[kind]()
+        assert self._pool is not None and self._pool_q is not None
+        self._pool[LSTAR_PAGE * PAGE : (LSTAR_PAGE + 1) * PAGE] = lstar_page(entry.lstar_code)
+        for index, _fd, _run in self._idle:  # the probe's vCPU: its TSS opens the entry's port
+            at = vcpu_page(index) * PAGE
+            self._pool[at : at + TSS_LIMIT + 1] = tss(index, entry.exit_port)
+        self._pool_q[KERNEL_PT_PAGE * 512 + LSTAR_PAGE] = entry.kernel_pte(LSTAR_PAGE)  # ring0: supervisor
         self._flush_needed = True
 
     def _set_slot(self, slot: int, gpa: int, size: int, addr: int) -> None:

@@ -2,8 +2,10 @@
 memory-file pages, mapped into guest page tables and run on vCPUs.
 
 Every test that needs a VM skips (with the reason) when /dev/kvm is missing
-or unusable; the descriptor and page-table tests of both system-call entries
-(PVM and ring-0 VMX/SVM) run everywhere.
+or unusable, and runs twice: with the host's default entry (PVM's port exit
+with register return, or VMX/SVM's ring-0 entry) and with PVM's #GP exit and
+``iretq`` return (skipped off PVM). The descriptor and page-table tests of
+every system-call entry run everywhere.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pyrunsc.plugins.platform_kvm import (
     KVMError,
     KVMPlatform,
     PvmEntry,
+    PvmPortEntry,
     Ring0Entry,
 )
 from pyrunsc.plugins.platform_kvm import machine as m
@@ -101,13 +104,13 @@ def _skip_reason() -> str | None:
     return KVMPlatform.probe()
 
 
-@pytest.fixture
-def env() -> Iterator[Env]:
+@pytest.fixture(params=[None, "pvm"], ids=["default-entry", "pvm-gp-entry"])
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     reason = _skip_reason()
     if reason:
         pytest.skip(f"KVM platform unavailable: {reason}")
     memfile = MemoryFile(size=1 << 26)
-    platform = KVMPlatform(Config())
+    platform = KVMPlatform(Config(), entry=request.param)
     try:
         platform.start(memfile)
     except KVMError as e:
@@ -164,14 +167,46 @@ def test_many_round_trips_keep_state(env: Env) -> None:
         regs.rax = i
         assert run(env, regs)[0] is Stop.SYSCALL
         assert regs.orig_rax == i and regs.rbx == i
-    assert env.platform.entry.name in ("pvm", "ring0")
+    assert env.platform.entry.name in m.ENTRIES
 
 
-def test_a_jump_into_the_lstar_page_is_not_a_system_call(env: Env) -> None:
-    regs = env.load(b"\x48\xb8" + struct.pack("<Q", m.LSTAR) + b"\xff\xe0")  # mov rax, LSTAR; jmp rax
+@pytest.mark.parametrize("at", [0, 2, 5, PAGE - 1])
+def test_a_jump_into_the_lstar_page_is_not_a_system_call(env: Env, at: int) -> None:
+    regs = env.load(b"\x48\xb8" + struct.pack("<Q", m.LSTAR + at) + b"\xff\xe0")  # mov rax, LSTAR+at; jmp rax
     stop, fault = run(env, regs)
     assert stop is Stop.FAULT and fault is not None
-    assert (fault.signo, fault.addr, fault.exec) == (signal.SIGSEGV, m.LSTAR, True)
+    assert (fault.signo, fault.addr, fault.exec) == (signal.SIGSEGV, m.LSTAR + at, True)
+    assert regs.rip == m.LSTAR + at
+
+
+# User port I/O (the TSS lets user mode reach the port exit's port): SIGSEGV as
+# Linux sends for a #GP, rip at the instruction, nothing else changed.
+PORT_IO = {
+    "out imm8": bytes((0xE6, m.EXIT_PORT)),
+    "out imm8 ax": bytes((0x66, 0xE7, m.EXIT_PORT)),
+    "in imm8": bytes((0xE4, m.EXIT_PORT)),
+    "out dx": b"\xee",
+    "in dx": b"\xec",
+    "in other port": b"\xe4\x81",
+}
+
+
+@pytest.mark.parametrize("kind", list(PORT_IO))
+def test_user_port_io_is_sigsegv_at_the_instruction(env: Env, kind: str) -> None:
+    insn = PORT_IO[kind]
+    regs = env.load(mov_eax(0x5A) + insn + mov_eax(39) + SYSCALL)
+    regs.rdx, regs.rbx = m.EXIT_PORT, 0x77
+    stop, fault = run(env, regs)
+    assert stop is Stop.FAULT and fault is not None
+    assert (fault.signo, fault.code) == (signal.SIGSEGV, SI_KERNEL)
+    assert regs.rip == CODE + 5 and regs.rax == 0x5A and (regs.rdx, regs.rbx) == (m.EXIT_PORT, 0x77)
+    # Resume elsewhere (at the syscall, past `mov eax, 39`) with other registers:
+    # they are taken as given (an IN that KVM had left to complete would set
+    # al and rip on the next KVM_RUN).
+    regs.rip = CODE + 5 + len(insn) + 5
+    regs.rax, regs.rbx = 0x1234, 0x88
+    assert run(env, regs)[0] is Stop.SYSCALL
+    assert (regs.orig_rax, regs.rip, regs.rbx) == (0x1234, CODE + 5 + len(insn) + 7, 0x88)
 
 
 # (2) Memory: permissions and faults.
@@ -632,13 +667,17 @@ def test_objects_refuse_pickling(env: Env) -> None:
 # (8) The guest layout of both entries (no VM needed).
 
 
-@pytest.mark.parametrize("entry", [PvmEntry(), Ring0Entry()], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [PvmPortEntry(), PvmEntry(), Ring0Entry()], ids=lambda e: e.name)
 def test_kernel_page_table_of_each_entry(entry: m.Entry) -> None:
     pt = entry.kernel_table()
     lstar = pt[m.LSTAR_PAGE]
     assert lstar & m.PTE_ADDR == m.LSTAR_PAGE * PAGE and lstar & m.PTE_P and not lstar & m.PTE_NX
-    assert bool(lstar & m.PTE_US) == (entry.name == "pvm")  # PVM: user page; VMX/SVM: supervisor
+    assert bool(lstar & m.PTE_US) == (entry.name != "ring0")  # PVM: user page; VMX/SVM: supervisor
     assert entry.sysret == (entry.name == "ring0")
+    assert entry.register_return == bool(entry.exit_port) == (entry.name == "pvm-io")
+    page = m.lstar_page(entry.lstar_code)
+    assert len(page) == PAGE and page.startswith(entry.lstar_code)
+    assert set(page[len(entry.lstar_code) :]) == {0xF4}  # hlt: a #GP anywhere else
     for page in (m.GDT_PAGE, m.IDT_PAGE, m.STUB_PAGE, m.vcpu_page(0), m.vcpu_page(m.MAX_VCPUS - 1)):
         assert pt[page] & m.PTE_P and not pt[page] & m.PTE_US, page
     assert pt[m.STUB_PAGE] & m.PTE_NX == 0 and pt[m.vcpu_page(3)] & m.PTE_NX
@@ -673,8 +712,20 @@ def test_descriptor_tables() -> None:
     at6 = m.stub_va(6) - m.STUB_VA
     assert code[at6 : at6 + 5] == b"\x6a\x00\x6a\x06\xf4"
     assert m.LSTAR_CODE == b"\xf4\x48\x0f\x07"  # hlt; sysretq
+    assert m.LSTAR_PORT_CODE == b"\xe6\x80"  # out 0x80, al
+    assert (low & 0xFFFF) | (low >> 48 & 0xF) << 16 == m.TSS_LIMIT
     t = m.tss(2)
-    assert struct.unpack_from("<Q", t, 4)[0] == m.vcpu_tss_va(2) + PAGE
+    assert len(t) == m.TSS_LIMIT + 1 and struct.unpack_from("<Q", t, 4)[0] == m.vcpu_tss_va(2) + PAGE
+    assert struct.unpack_from("<H", t, 102)[0] == m.TSS_SIZE and set(t[m.TSS_SIZE :]) == {0xFF}  # no port
+
+    def port_open(t: bytes, port: int) -> bool:
+        return not t[m.TSS_SIZE + port // 8] >> port % 8 & 1
+
+    t = m.tss(2, m.EXIT_PORT)
+    assert port_open(t, m.EXIT_PORT) and t[-1] == 0xFF
+    assert [p for p in range((len(t) - m.TSS_SIZE - 1) * 8) if port_open(t, p)] == [m.EXIT_PORT]
+    with pytest.raises(ValueError):
+        m.tss(0, 0x400)
 
 
 def test_page_tables_without_a_vm() -> None:

@@ -648,8 +648,9 @@ def restore_cmd(ctx: click.Context, image_path: Path, bundle: Path | None, deplo
     run, the exit status is the container's unless --detach.
     """
     from .checkpoint.key import resolve_key
-    from .checkpoint.restore import open_checked
+    from .checkpoint.restore import mark, open_checked
 
+    mark("command started")
     state: State = ctx.obj
     spec, config = load_input(state, bundle, deployment, need_platform=True)
     cid = _container_id(container_id, deployment, state)
@@ -660,6 +661,7 @@ def restore_cmd(ctx: click.Context, image_path: Path, bundle: Path | None, deplo
         raise ImageError(f"no image key at {os.fspath(root / 'image.key')}; give --image-key FILE",
                          file=os.fspath(image_path))
     image = open_checked(image_path, key, mount_rows(resolve_all(plugins, spec, config)))
+    mark("image checked")
     from . import sandbox
 
     code = sandbox.start(plugins, _store(state, config), spec, config, cid, detach=detach, pid_file=pid_file,

@@ -611,7 +611,14 @@ CHECKPOINT_TIMEOUT = 600.0
 
 
 def _wait_stopped(store: StateStore, cid: str, timeout: float = 30.0) -> None:
-    """Wait until the checkpointed container's sandbox process has ended."""
+    """Wait until the checkpointed container's sandbox process has ended.
+
+    Ended means exited, reaped or not: the sandbox of a detached container
+    is not our child, and its reaper (init, a subreaper) may take its time
+    (seconds, under some inits). A pidfd becomes readable at the exit itself.
+    """
+    import select
+
     import psutil
 
     try:
@@ -619,12 +626,24 @@ def _wait_stopped(store: StateStore, cid: str, timeout: float = 30.0) -> None:
     except PyrunscError:
         return  # a foreground run already removed it
     try:
-        psutil.Process(st.pid).wait(timeout=timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        raise PyrunscError(f"container {cid!r} was checkpointed but its sandbox did not stop within {timeout:g} s") \
-            from None
+        pidfd = os.pidfd_open(st.pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfds (Linux < 5.3): wait for the reaping
+        try:
+            psutil.Process(st.pid).wait(timeout=timeout)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            raise PyrunscError(f"container {cid!r} was checkpointed but its sandbox did not stop within "
+                               f"{timeout:g} s") from None
+        return
+    try:
+        ended = select.select([pidfd], [], [], timeout)[0]
+    finally:
+        os.close(pidfd)
+    if not ended:
+        raise PyrunscError(f"container {cid!r} was checkpointed but its sandbox did not stop within {timeout:g} s")
 
 
 @cli.command("restore")

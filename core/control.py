@@ -61,7 +61,7 @@ import psutil
 
 from .checkpoint.progress import Progress
 from .errors import PyrunscError, SyscallError
-from .kernel.interrupt import Interrupted, in_blocking_call
+from .kernel.interrupt import Interrupted, in_blocking_call, interrupt
 
 if TYPE_CHECKING:
     from .checkpoint.save import SandboxFacts
@@ -299,7 +299,10 @@ class ControlServer:
         is made. Otherwise the loop answers at its next turn, and the task
         running application code, if any, is interrupted so that the turn
         comes soon: every context is asked (only the running one is
-        stopped; the others' next switch returns at once, costing a turn)."""
+        stopped; the others' next switch returns at once, costing a turn).
+        A call that halted the kernel (a checkpoint that stops the sandbox)
+        ends the blocking call at once, so that the loop ends now rather
+        than when the call times out (up to ``wait.IDLE_MAX``)."""
         if not in_blocking_call():
             for task in list(self.kernel.tasks.values()):
                 if task.exit_status is None and task.context is not None:  # (an ended task's may be reused)
@@ -310,6 +313,8 @@ class ControlServer:
             self.kernel.run_calls()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if self.kernel.halted is not None:
+            interrupt()  # raises Interrupted into the blocking call: EINTR there
 
     def _serve(self) -> None:
         sock = self._sock

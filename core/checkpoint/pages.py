@@ -262,13 +262,14 @@ class SavedPages:
 
 
 def save_pages(memfile: MemoryFile, out: int, *, compression: str = "none", progress: Progress | None = None,
-               threaded: bool | None = None) -> SavedPages:
+               threaded: bool | None = None, extents: Sequence[Extent] | None = None) -> SavedPages:
     """Write the committed, non-zero pages of ``memfile`` to the file ``out``
     (at its current position), raw or zstd-compressed.
 
     The memory file must not change meanwhile (every task stopped).
     ``progress`` advances by committed bytes examined, zero pages included;
-    the caller has called its ``start``.
+    the caller has called its ``start``. ``extents``: the memory file's
+    committed ranges (:func:`data_extents`), if the caller has them already.
 
     :raises ValueError: an unknown ``compression``.
     :raises OSError: ``out`` cannot be written (ENOSPC, EFBIG, ...).
@@ -288,7 +289,7 @@ def save_pages(memfile: MemoryFile, out: int, *, compression: str = "none", prog
     except OSError:
         at = -1  # not seekable: no writeback to start
     try:
-        for start, length in data_extents(memfile.fd, memfile.size):
+        for start, length in data_extents(memfile.fd, memfile.size) if extents is None else extents:
             result.committed += length
             end = start + length
             for pos in range(start, end, CHUNK):

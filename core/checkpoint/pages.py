@@ -23,8 +23,10 @@ does not wait), so that the disk writes while the next chunks are scanned
 and hashed, and the image's final fsync finds little left to write (it was
 a quarter of a 512 MiB checkpoint's time). The SHA-256 of
 ``pages.img`` is computed on a worker thread while the copy proceeds
-(hashlib and os I/O release the GIL), so the two overlap, when a CPU is
-free (:func:`spare_cpu`); on a saturated machine it is computed inline.
+(hashlib and os I/O release the GIL), so the two overlap, on any host with
+a second CPU (:func:`spare_cpu`). The hash costs about as much as the copy
+itself, so this is what brings a checkpoint or a restore near the cost of
+``cp`` (``benchmarks/checkpoint_restore.py``).
 """
 
 from __future__ import annotations
@@ -139,15 +141,19 @@ def nonzero_runs(view: memoryview, start: int, end: int) -> list[Extent]:
 
 def spare_cpu() -> bool:
     """True when a second thread can hash while the first copies: the host
-    has more than one CPU and its 1-minute load average leaves one free.
+    has more than one CPU.
 
-    On a saturated machine (and with Linux's per-session autogroups) a
-    second thread only adds hand-offs: measured 8-16% slower there."""
-    cpus = os.cpu_count() or 1
-    try:
-        return cpus > 1 and os.getloadavg()[0] < cpus - 1
-    except OSError:
-        return False
+    Whatever the load: on the 2-vCPU test machine, shared with other work,
+    a 512 MiB checkpoint and restore of a running sandbox, alternating
+    (benchmarks/checkpoint_restore.py's memory case), took with the hash on
+    a thread / inline: at a 1-minute load average of 3 (above the old
+    threshold, a load average below cpus - 1), checkpoint 317 / 531 ms and
+    restore's load 383 / 478 ms (medians of 6); with both CPUs kept busy by
+    two more spinning processes, 1545 / 2071 and 975 / 990 ms (of 4). The
+    load average says little of the CPU free at this moment (it lags by a
+    minute, and counts other sessions' waits), and a busy machine costs the
+    thread little."""
+    return (os.cpu_count() or 1) > 1
 
 
 class Sha256Worker:

@@ -2,7 +2,8 @@
 
 Usage: ``.venv/bin/python benchmarks/checkpoint_restore.py [--sizes 1,64,512]
 [--kinds memory,tmpfs,zeros] [--compression none,zstd] [--rounds R] [--dir DIR]
-[--file-access proxy|direct]``
+[--file-access proxy|direct] [--pyrunsc PATH]`` (``--pyrunsc``: another build's
+``pyrunsc`` script, e.g. an older commit's in its own virtualenv, to compare)
 
 For each kind and size S (MiB), in one run, round-robin, R rounds (medians):
 
@@ -34,12 +35,15 @@ file access unless told otherwise), then:
    unpickling, re-binding, the first resumed system call).
 3. the **image**: its bytes on disk (``du``: allocated blocks), the header's
    ``memory.committed`` and ``memory.saved``.
-4. **cp**, right after, of a file of the saved bytes' size, between the same
-   two places: the checkpoint's way, from /dev/shm (memory, as the memfd)
-   into DIR followed by ``sync`` of the copy (checkpoint fsyncs its files);
-   the restore's way, from DIR into /dev/shm. The page cache is not dropped
+4. **cp** of a file of the saved bytes' size, between the same two places:
+   the checkpoint's way, from /dev/shm (memory, as the memfd) into DIR
+   followed by ``sync`` of the copy (checkpoint fsyncs its files); the
+   restore's way, from DIR into /dev/shm. The page cache is not dropped
    anywhere: restore and ``cp`` both read files just written, in the cache.
-   Every timed step runs after an ``os.sync()``.
+   Every timed step runs after an ``os.sync()``. The ``cp`` runs right after
+   the restore in odd rounds and right before the checkpoint in even ones:
+   on the test VM the first large disk write after a pause is now and then
+   several times slower, whoever makes it.
 
 One cycle of the smallest case runs first, not counted: it fills the
 bytecode cache (the commands run with it on, as for users).
@@ -183,10 +187,6 @@ def run(cmd: list[str], **kw: Any) -> None:
     subprocess.run(cmd, check=True, env=ENV, **kw)
 
 
-def pyrunsc(*args: str | os.PathLike[str]) -> list[str]:
-    return [os.fspath(PYRUNSC), *(os.fspath(a) for a in args)]
-
-
 def last_summary(log: Path, cid: str) -> dict[str, object]:
     """The summary ``pyrunsc checkpoint`` logs (``checkpoint of ID: {...}``)."""
     prefix = f"checkpoint of {cid}: "
@@ -209,13 +209,19 @@ def marks(log: Path) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, work: Path, rootfs: Path, global_args: Sequence[str]) -> None:
+    def __init__(self, work: Path, rootfs: Path, command: Path, global_args: Sequence[str]) -> None:
         self.work = work
+        self.command = command
         self.rootfs = rootfs
         self.root = work / "state"
         self.glob = list(global_args)
         self.count = 0
         self.sources: dict[int, Path] = {}
+        #: Each case's saved bytes, from its last round.
+        self.saved_sizes: dict[str, int] = {}
+
+    def pyrunsc(self, *args: str | os.PathLike[str]) -> list[str]:
+        return [os.fspath(self.command), *(os.fspath(a) for a in args)]
 
     def cid(self, case: Case, what: str) -> str:
         self.count += 1
@@ -237,15 +243,36 @@ class Bench:
             return str(case.mib * MiB).encode()
         return b"sum " + ready.split()[1]
 
-    def one(self, case: Case, bundle_dir: Path) -> Sample:
+    def baseline(self, s: Sample, size: int) -> None:
+        """cp of ``size`` bytes both ways (step 4)."""
+        src = self.source(size)
+        shm = Path("/dev/shm") / f"pyrunsc-bench-{os.getpid()}"
+        dst = self.work / "copy"
+        try:
+            s.cp_read = timed(lambda: subprocess.run(["cp", src, shm], check=True))
+            s.cp_write = timed(lambda: (subprocess.run(["cp", shm, dst], check=True),
+                                        subprocess.run(["sync", dst], check=True)))
+        finally:
+            shm.unlink(missing_ok=True)
+            dst.unlink(missing_ok=True)
+
+    def one(self, case: Case, bundle_dir: Path, cp_first: bool = False) -> Sample:
+        """A checkpoint and a restore of ``case``, and the cp baseline: before
+        the checkpoint with ``cp_first`` (once the saved size is known), else
+        after the restore. (On this VM the first large disk write after a
+        pause is now and then several times slower, whoever makes it: the
+        order alternates between rounds so that neither side always pays.)"""
         s = Sample()
+        known = self.saved_sizes.get(case.name)
+        if cp_first and known is not None:
+            self.baseline(s, known)
         img = self.work / f"img-{self.count}"
         run_id, restore_id = self.cid(case, "run"), self.cid(case, "restore")
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         buf = bytearray()
         try:
-            run(pyrunsc("--root", self.root, *self.glob, "run", "--detach", "--bundle", bundle_dir, run_id),
+            run(self.pyrunsc("--root", self.root, *self.glob, "run", "--detach", "--bundle", bundle_dir, run_id),
                 stdin=in_r, stdout=out_w)
             os.close(in_r)
             os.close(out_w)
@@ -255,15 +282,15 @@ class Bench:
                 raise Failed(f"{case.name}: {ready!r} instead of ready")
             # 1. checkpoint
             log = self.work / f"ckpt-{self.count}.log"
-            cmd = pyrunsc("--root", self.root, *self.glob, "--log", log, "--log-format", "json", "checkpoint",
-                          "--image-path", img, "--compression", case.compression, run_id)
+            cmd = self.pyrunsc("--root", self.root, *self.glob, "--log", log, "--log-format", "json", "checkpoint",
+                               "--image-path", img, "--compression", case.compression, run_id)
             s.ckpt_cmd = timed(lambda: run(cmd, stderr=subprocess.DEVNULL))
             s.ckpt_sentry = float(str(last_summary(log, run_id)["seconds"]))
         finally:
             for fd in (in_r, in_w, out_r, out_w):
                 if fd >= 0:
                     os.close(fd)
-        run(pyrunsc("--root", self.root, "delete", run_id))
+        run(self.pyrunsc("--root", self.root, "delete", run_id))
         # 3. the image
         raw = read_header(img)
         s.committed, s.saved = raw.header["memory"]["committed"], raw.header["memory"]["saved"]
@@ -275,8 +302,8 @@ class Bench:
         os.write(in_w, b"x\n")
         os.close(in_w)
         rlog = self.work / f"restore-{self.count}.log"
-        cmd = pyrunsc("--root", self.root, *self.glob, "--debug", "--log", rlog, "--log-format", "json",
-                      "restore", "--image-path", img, "--bundle", bundle_dir, restore_id)
+        cmd = self.pyrunsc("--root", self.root, *self.glob, "--debug", "--log", rlog, "--log-format", "json",
+                           "restore", "--image-path", img, "--bundle", bundle_dir, restore_id)
         buf.clear()
         try:
             os.sync()
@@ -309,18 +336,11 @@ class Bench:
         s.phases = {k: v - t0 for k, v in m.items()}
         s.load = m["pages loaded"] - m["loading the pages"]
         s.before_load = m["loading the pages"] - t0
-        # 4. cp of the same number of bytes, both ways
-        src = self.source(s.saved)
-        shm = Path("/dev/shm") / f"pyrunsc-bench-{os.getpid()}"
-        dst = self.work / "copy"
-        try:
-            s.cp_read = timed(lambda: subprocess.run(["cp", src, shm], check=True))
-            s.cp_write = timed(lambda: (subprocess.run(["cp", shm, dst], check=True),
-                                        subprocess.run(["sync", dst], check=True)))
-        finally:
-            shm.unlink(missing_ok=True)
-            dst.unlink(missing_ok=True)
         shutil.rmtree(img)
+        # 4. cp of the same number of bytes, both ways
+        if not (cp_first and known is not None):
+            self.baseline(s, s.saved)
+        self.saved_sizes[case.name] = s.saved
         return s
 
     def cleanup(self) -> None:
@@ -329,7 +349,7 @@ class Bench:
             return
         for d in self.root.iterdir():
             if (d / "state.json").exists():
-                subprocess.run(pyrunsc("--root", self.root, "delete", "--force", d.name), env=ENV,
+                subprocess.run(self.pyrunsc("--root", self.root, "delete", "--force", d.name), env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -378,6 +398,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="where images go (default: a temporary folder)")
     ap.add_argument("--file-access", default="proxy", choices=["proxy", "direct"])
+    ap.add_argument("--pyrunsc", type=Path, default=PYRUNSC, help="the pyrunsc command to measure")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
@@ -386,7 +407,7 @@ def main() -> None:
     if "zeros" in kinds:
         cases.append(Case("zeros", max(sizes), "none"))
     work = Path(tempfile.mkdtemp(prefix="pyrunsc-bench-", dir=args.dir))
-    bench = Bench(work, build(work), ["--file-access", args.file_access])
+    bench = Bench(work, build(work), args.pyrunsc.absolute(), ["--file-access", args.file_access])
     results: dict[str, list[Sample]] = {}
     try:
         warm = Case("memory", min(sizes), "none")  # fills the bytecode cache; not counted
@@ -394,7 +415,7 @@ def main() -> None:
         for r in range(args.rounds):
             for case in cases:
                 try:
-                    s = bench.one(case, bundle(work, bench.rootfs, case))
+                    s = bench.one(case, bundle(work, bench.rootfs, case), cp_first=r % 2 == 1)
                 except (Failed, subprocess.CalledProcessError) as e:
                     print(f"round {r + 1} {case.name}: FAILED: {e}", flush=True)
                     bench.cleanup()
@@ -406,7 +427,7 @@ def main() -> None:
                       f"cp {s.cp_read * 1e3:4.0f}, fixed {s.fixed * 1e3:4.0f})", flush=True)
         report(results, cases)
         print(f"\n(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.file_access} file access; "
-              f"images in {work.parent})")
+              f"images in {work.parent}; {bench.command})")
     finally:
         bench.cleanup()
         with contextlib.suppress(OSError):

@@ -103,8 +103,9 @@ def run_sandbox(
     state = store.load(cid)
     if image is not None:
         from .checkpoint.progress import progress_for
-        from .checkpoint.restore import restore_kernel
+        from .checkpoint.restore import mark, restore_kernel
 
+        mark("sandbox process forked")
         with progress_for() as progress:
             restored, memfile = restore_kernel(plugins, spec, config, image, gofer_fds=gofer_fds, progress=progress)
         sandbox = Sandbox(restored, None, memfile)
@@ -129,6 +130,8 @@ def run_sandbox(
     me = psutil.Process()
     state.status, state.pid, state.start_time = "running", me.pid, me.create_time()
     store.save(state)
+    if image is not None:
+        mark("resuming")
     try:
         status = kernel.run(init)
     finally:

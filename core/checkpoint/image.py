@@ -190,8 +190,9 @@ def write_image(path: str | os.PathLike[str], header: Mapping[str, Any], kernel:
         with StagedFolder(target, replace=overwrite, marker=CHECKPOINT_FILE) as staged:
             pages_fd = staged.create(PAGES_FILE)
             ckpt_fd = staged.create(CHECKPOINT_FILE)
-            progress.start("checkpoint", _committed_bytes(memfile) + len(kernel))
-            saved = save_pages(memfile, pages_fd, compression=compression, progress=progress)
+            committed = data_extents(memfile.fd, memfile.size)
+            progress.start("checkpoint", sum(n for _, n in committed) + len(kernel))
+            saved = save_pages(memfile, pages_fd, compression=compression, progress=progress, extents=committed)
             full = _full_header(header, saved, memfile, stored_kernel, len(kernel), key, compression)
             data = _encode_header(full)
             signed = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(data)) + data
@@ -206,10 +207,6 @@ def write_image(path: str | os.PathLike[str], header: Mapping[str, Any], kernel:
         raise PyrunscError(f"cannot write the image {os.fspath(target)}: {e.strerror or e}") from e
     progress.finish()
     return full
-
-
-def _committed_bytes(memfile: MemoryFile) -> int:
-    return sum(n for _, n in data_extents(memfile.fd, memfile.size))
 
 
 def _full_header(header: Mapping[str, Any], saved: SavedPages, memfile: MemoryFile, stored_kernel: bytes,

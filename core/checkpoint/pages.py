@@ -17,16 +17,23 @@ a page fault per page; ``copy_file_range`` cannot cross from the disk's
 filesystem to the memfd's. Whatever copies, SHA-256 must see the bytes.)
 
 Everything streams in chunks of :data:`CHUNK` bytes: neither side ever holds
-more than a few chunks, whatever the memory file's size. The SHA-256 of
+more than a few chunks, whatever the memory file's size. Each chunk written
+to ``pages.img`` is sent on to the disk at once (``sync_file_range``, which
+does not wait), so that the disk writes while the next chunks are scanned
+and hashed, and the image's final fsync finds little left to write (it was
+a quarter of a 512 MiB checkpoint's time). The SHA-256 of
 ``pages.img`` is computed on a worker thread while the copy proceeds
-(hashlib and os I/O release the GIL), so the two overlap, when a CPU is
-free (:func:`spare_cpu`); on a saturated machine it is computed inline.
+(hashlib and os I/O release the GIL), so the two overlap, on any host with
+a second CPU (:func:`spare_cpu`). The hash costs about as much as the copy
+itself, so this is what brings a checkpoint or a restore near the cost of
+``cp`` (``benchmarks/checkpoint_restore.py``).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
@@ -61,6 +68,21 @@ COMPRESSIONS = ("none", "zstd")
 ZSTD_LEVEL = 1
 
 Extent = tuple[int, int]
+
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    _sync_file_range.restype = ctypes.c_int
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing ``length`` bytes of ``fd`` at ``offset``
+    to disk, without waiting for it (``sync_file_range(SYNC_FILE_RANGE_WRITE)``).
+    Only a head start for a later fsync, which alone makes the data durable:
+    a failure (a filesystem without it, a pipe) is ignored."""
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def data_extents(fd: int, size: int) -> list[Extent]:
@@ -119,15 +141,19 @@ def nonzero_runs(view: memoryview, start: int, end: int) -> list[Extent]:
 
 def spare_cpu() -> bool:
     """True when a second thread can hash while the first copies: the host
-    has more than one CPU and its 1-minute load average leaves one free.
+    has more than one CPU.
 
-    On a saturated machine (and with Linux's per-session autogroups) a
-    second thread only adds hand-offs: measured 8-16% slower there."""
-    cpus = os.cpu_count() or 1
-    try:
-        return cpus > 1 and os.getloadavg()[0] < cpus - 1
-    except OSError:
-        return False
+    Whatever the load: on the 2-vCPU test machine, shared with other work,
+    a 512 MiB checkpoint and restore of a running sandbox, alternating
+    (benchmarks/checkpoint_restore.py's memory case), took with the hash on
+    a thread / inline: at a 1-minute load average of 3 (above the old
+    threshold, a load average below cpus - 1), checkpoint 317 / 531 ms and
+    restore's load 383 / 478 ms (medians of 6); with both CPUs kept busy by
+    two more spinning processes, 1545 / 2071 and 975 / 990 ms (of 4). The
+    load average says little of the CPU free at this moment (it lags by a
+    minute, and counts other sessions' waits), and a busy machine costs the
+    thread little."""
+    return (os.cpu_count() or 1) > 1
 
 
 class Sha256Worker:
@@ -242,13 +268,14 @@ class SavedPages:
 
 
 def save_pages(memfile: MemoryFile, out: int, *, compression: str = "none", progress: Progress | None = None,
-               threaded: bool | None = None) -> SavedPages:
+               threaded: bool | None = None, extents: Sequence[Extent] | None = None) -> SavedPages:
     """Write the committed, non-zero pages of ``memfile`` to the file ``out``
     (at its current position), raw or zstd-compressed.
 
     The memory file must not change meanwhile (every task stopped).
     ``progress`` advances by committed bytes examined, zero pages included;
-    the caller has called its ``start``.
+    the caller has called its ``start``. ``extents``: the memory file's
+    committed ranges (:func:`data_extents`), if the caller has them already.
 
     :raises ValueError: an unknown ``compression``.
     :raises OSError: ``out`` cannot be written (ENOSPC, EFBIG, ...).
@@ -264,7 +291,11 @@ def save_pages(memfile: MemoryFile, out: int, *, compression: str = "none", prog
     # left alive (by a traceback, say) would keep the mapping from closing.
     pending: collections.deque[tuple[int, list[memoryview]]] = collections.deque()
     try:
-        for start, length in data_extents(memfile.fd, memfile.size):
+        at = os.lseek(out, 0, os.SEEK_CUR)  # where the next bytes go, to start their writeback
+    except OSError:
+        at = -1  # not seekable: no writeback to start
+    try:
+        for start, length in data_extents(memfile.fd, memfile.size) if extents is None else extents:
             result.committed += length
             end = start + length
             for pos in range(start, end, CHUNK):
@@ -278,18 +309,21 @@ def save_pages(memfile: MemoryFile, out: int, *, compression: str = "none", prog
                         ext.append((off, n))
                     result.saved += n
                 bufs = [view[off : off + n] for off, n in runs]
-                ticket = 0
-                pending.append((ticket, bufs))
-                if cobj is None:
-                    result.stored += write_all(out, bufs)
-                    for b in bufs:
-                        ticket = hasher.update(b)
-                    pending[-1] = (ticket, bufs)
-                else:
+                pending.append((0, bufs))
+                # What goes to pages.img: the pages, or what zstd made of them so far.
+                data: Sequence[memoryview | bytes] = bufs
+                if cobj is not None:
                     packed = b"".join([cobj.compress(b) for b in bufs])
-                    if packed:
-                        result.stored += write_all(out, [packed])
-                        hasher.update(packed)
+                    data = [packed] if packed else []
+                wrote = write_all(out, data)
+                if at >= 0:
+                    start_writeback(out, at + result.stored, wrote)
+                result.stored += wrote
+                ticket = 0
+                for b in data:
+                    ticket = hasher.update(b)
+                if cobj is None:
+                    pending[-1] = (ticket, bufs)  # the pages are hashed from the mapping
                 while pending and pending[0][0] <= hasher.hashed:
                     _release(pending.popleft()[1])
                 progress.advance(stop - pos)

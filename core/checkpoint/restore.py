@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,14 @@ if TYPE_CHECKING:
     from ..spec import Spec as Spec
 
 log = logging.getLogger("pyrunsc.restore")
+
+
+def mark(phase: str) -> None:
+    """A debug line on the restore's timeline, ``restore: PHASE at
+    monotonic SECONDS`` (CLOCK_MONOTONIC: comparable across the restore's
+    processes; ``benchmarks/checkpoint_restore.py`` reads them)."""
+    log.debug("restore: %s at monotonic %.6f", phase, time.monotonic())
+
 
 #: Fields of a compiled mount that must be the same on restore (``source``
 #: and ``data`` may change: a moved host folder, new gofer connections).
@@ -167,11 +176,15 @@ def restore_kernel(plugins: Plugins, spec: Spec, config: Config, image: Checkpoi
     memfile = MemoryFile(size=size)
     platform = None
     try:
+        mark("loading the pages")
         blob = image.load(memfile, progress=progress)
+        mark("pages loaded")
         platform = plugins.platform_create(config)
         platform.start(memfile)
+        mark("platform started")
         kernel = load_kernel(blob, memfile, platform)
         kernel.strace = config.strace  # this run's setting, not the checkpointed one's
+        mark("kernel unpickled")
         fds = FdDispenser(gofer_fds) if gofer_fds is not None else FdDispenser()
         renv = create_restore_environment(plugins, spec, config, fds)
         rows = mount_rows(resolve_all(plugins, spec, config))
@@ -181,6 +194,7 @@ def restore_kernel(plugins: Plugins, spec: Spec, config: Config, image: Checkpoi
         kernel.attach_platform(platform)
         timers.reschedule(kernel)
         plugins.after_restore(kernel, renv, dict(image.header))
+        mark("mounts and stdio re-bound")
         return kernel, memfile
     except BaseException:
         if platform is not None:

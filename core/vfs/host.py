@@ -58,10 +58,32 @@ class HostInode(Inode):
         s = os.fstat(host_fd)
         super().__init__(sb, s.st_mode, s.st_uid, s.st_gid)
 
+    def __getstate__(self) -> dict[str, object]:
+        """A terminal's settings are saved with it: a program blocked in a
+        read with the terminal in raw mode (a shell's line editor) set them
+        on the checkpointed caller's terminal, and the restoring caller's
+        new terminal must have them too, or every typed line is echoed
+        twice and read a line at a time (see :meth:`rebind`)."""
+        state = dict(self.__dict__)
+        state.pop("saved_termios", None)
+        try:
+            if os.isatty(self.host_fd):
+                state["saved_termios"] = fcntl.ioctl(self.host_fd, termios.TCGETS, bytes(TERMIOS_SIZE))
+        except OSError:
+            pass
+        return state
+
     def rebind(self, host_fd: int) -> None:
-        """Serve ``host_fd`` from now on (a restore's new stdio)."""
+        """Serve ``host_fd`` from now on (a restore's new stdio). A terminal
+        saved at the checkpoint gets its settings back on a new terminal."""
         self.host_fd = host_fd
         self.mode = os.fstat(host_fd).st_mode
+        saved = self.__dict__.pop("saved_termios", None)
+        if saved is not None and os.isatty(host_fd):
+            try:
+                fcntl.ioctl(host_fd, TCSETS, saved)
+            except OSError:
+                pass  # the settings are the program's to make again; not worth failing a restore
 
     def stat(self) -> Stat:
         s = os.fstat(self.host_fd)

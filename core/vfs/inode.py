@@ -242,6 +242,12 @@ class Inode:
     def truncate(self, size: int) -> None:
         raise SyscallError(errno.EINVAL)
 
+    def gone(self) -> bool:
+        """True once this inode can no longer be found by name, by the
+        filesystem's own say (a dead task's /proc/<pid>): the dentry cache
+        of a superblock that does not cache dentries then forgets it."""
+        return False
+
     # Directory operations; ``name`` is one valid component.
     def lookup(self, name: str) -> Inode:
         """The child ``name``; ENOENT if absent, ENOTDIR on a non-directory."""

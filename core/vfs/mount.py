@@ -56,7 +56,23 @@ class Dentry:
             return cached
         d = Dentry(inode, name, self)
         self.children[name] = d
+        if not self.inode.sb.cache_dentries:
+            self._forget_gone()
         return d
+
+    def _forget_gone(self) -> None:
+        """Drop cached children that nothing mounts on and whose inode is
+        gone. Without this a superblock that does not cache dentries kept
+        the dentry (and through it the task) of every /proc/<pid> ever
+        looked up: a name that is never looked up again was never dropped,
+        so a shell loop grew the sentry's memory and every checkpoint image
+        without bound. Swept when the count reaches a power of two (from
+        16), so that it costs O(1) per lookup amortized."""
+        n = len(self.children)
+        if n < 16 or n & (n - 1):
+            return
+        for name in [k for k, c in self.children.items() if not c.mounts and c.inode.gone()]:
+            self.drop(name)
 
     def add(self, name: str, inode: Inode) -> Dentry:
         """Cache a child the VFS just created."""

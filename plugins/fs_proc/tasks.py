@@ -807,6 +807,11 @@ class TaskDirBase(TaskOwned, SyntheticDir):
         self.task = task
         super().__init__(sb, mode)
 
+    def gone(self) -> bool:
+        """Once the task is gone, so is its directory (the VFS then forgets
+        the cached dentry, see :meth:`Dentry._forget_gone`)."""
+        return not alive(self.task)
+
     def lookup(self, name: str) -> Inode:
         if not alive(self.task):
             raise SyscallError(errno.ENOENT)

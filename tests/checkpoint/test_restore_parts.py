@@ -114,6 +114,28 @@ def test_stdio_is_rebound_to_the_new_callers_fds(tmp_path: Any) -> None:
             os.close(fd)
 
 
+def test_a_terminals_settings_follow_it_to_the_restoring_terminal() -> None:
+    """A shell's line editor had put the terminal in raw mode; after a restore
+    on a new terminal (still cooked) each typed line was echoed twice."""
+    import termios
+
+    m1, s1 = os.openpty()
+    m2, s2 = os.openpty()
+    try:
+        attrs = termios.tcgetattr(s1)
+        attrs[3] &= ~(termios.ECHO | termios.ICANON)
+        termios.tcsetattr(s1, termios.TCSANOW, attrs)
+        (stdin,) = HostFiles().wrap_stdio((s1,))
+        stdin2 = pickle.loads(pickle.dumps(stdin))
+        assert termios.tcgetattr(s2)[3] & termios.ECHO
+        assert rebind_stdio([stdin2], (s2,)) == 1
+        assert not termios.tcgetattr(s2)[3] & (termios.ECHO | termios.ICANON)
+        assert "saved_termios" not in vars(stdin2.inode)
+    finally:
+        for fd in (m1, s1, m2, s2):
+            os.close(fd)
+
+
 def test_registers_pickle_as_the_core_class() -> None:
     class PlatformRegisters(Registers):
         __slots__ = ()

@@ -214,6 +214,21 @@ def test_getdents_cookies_survive_exits(vfs: VirtualFilesystem, ctx: FSContext, 
     fd.dec_ref()
 
 
+def test_dead_pid_dentries_are_forgotten(vfs: VirtualFilesystem, ctx: FSContext, kernel: Kernel, init: Task,
+                                         proc: Mount) -> None:
+    """A pid looked up once and never again (a shell loop's children, each
+    re-executing through /proc/self/exe) does not keep its task in the dentry
+    cache: the sentry's memory and a checkpoint image stayed growing."""
+    for tid in range(2, 42):
+        task = make_task(kernel, tid, parent=init)
+        vfs.stat(ctx, ctx.cwd, f"/proc/{tid}/comm")
+        del kernel.tasks[tid]
+        task.mm.release()
+    cached = proc.root.children
+    assert len(cached) <= 32
+    assert "2" not in cached
+
+
 # self and thread-self.
 
 

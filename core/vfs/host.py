@@ -16,6 +16,7 @@ caller's.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -80,10 +81,9 @@ class HostInode(Inode):
         self.mode = os.fstat(host_fd).st_mode
         saved = self.__dict__.pop("saved_termios", None)
         if saved is not None and os.isatty(host_fd):
-            try:
+            # The settings are the program's to make again: not worth failing a restore.
+            with contextlib.suppress(OSError):
                 fcntl.ioctl(host_fd, TCSETS, saved)
-            except OSError:
-                pass  # the settings are the program's to make again; not worth failing a restore
 
     def stat(self) -> Stat:
         s = os.fstat(self.host_fd)

@@ -91,7 +91,8 @@ def _describe(key: str, saved: Any, new: Any) -> str:
             where = "the image" if "ro" in a else "the new spec"
             return f"read-only in {where} only (flags {_flags(saved)} in the image, {_flags(new)} now)"
         return f"flags differ ({_flags(saved)} in the image, {_flags(new)} now)"
-    return f"{key} differs ({saved!r} in the image, {new!r} now)"
+    hint = " (another --file-access than at the checkpoint?)" if key == "filesystem" else ""
+    return f"{key} differs ({saved!r} in the image, {new!r} now){hint}"
 
 
 def _flags(flags: Any) -> str:

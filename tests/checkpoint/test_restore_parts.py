@@ -146,3 +146,11 @@ def test_registers_pickle_as_the_core_class() -> None:
     back = pickle.loads(pickle.dumps(regs))
     assert type(back) is Registers
     assert (back.rip, back.rax, bytes(back.fpstate)) == (0x401000, 7, bytes(regs.fpstate))
+
+
+def test_a_changed_filesystem_hints_at_file_access() -> None:
+    direct = rows(**{"/": {"filesystem": "hostfs"}})
+    assert mount_changes(MOUNTS, direct) == [
+        "mount at /: filesystem differs ('9p' in the image, 'hostfs' now)"
+        " (another --file-access than at the checkpoint?)"
+    ]

@@ -230,11 +230,13 @@ def test_count_continues_after_restore(boxes: Sandboxes, mode: str) -> None:
 
 
 @pytest.mark.parametrize(("saved_on", "restored_on"), [
+    pytest.param("kvm", "kvm", marks=skip_unless("kvm")),
     pytest.param("ptrace", "kvm", marks=skip_unless("kvm")), pytest.param("kvm", "ptrace", marks=skip_unless("kvm")),
 ])
 def test_restore_on_another_platform(boxes: Sandboxes, saved_on: str, restored_on: str) -> None:
     """Registers and memory are platform-neutral: an image made under one
-    platform restores under the other."""
+    platform restores under the other (and kvm's on kvm; ptrace's on ptrace
+    is every other test here)."""
     count_and_restore(boxes, ["--platform", saved_on], ["--platform", restored_on])
 
 

@@ -628,38 +628,46 @@ def _children() -> list[psutil.Process]:
     return psutil.Process().children()
 
 
-def test_close_leaves_no_process_and_no_fd() -> None:
+@contextlib.contextmanager
+def _closed_platform(n_aspaces: int) -> Iterator[tuple[PtracePlatform, list[PtraceAddressSpace], Env]]:
+    """A started platform with ``n_aspaces`` address spaces and an Env on the
+    first; the block must close the platform. Afterwards no child process
+    (no zombie either) and no fd of it may be left."""
     reason = ptrace_unavailable()
     if reason:
         pytest.skip(f"ptrace platform unavailable: {reason}")
     memfile = MemoryFile(size=1 << 24)
     fds_before = sorted(os.listdir("/proc/self/fd"))
     children_before = {p.pid for p in _children()}
-    affinity_before = os.sched_getaffinity(0)
     platform = PtracePlatform(Config())
     platform.start(memfile)
     try:
-        aspaces = [platform.new_address_space() for _ in range(3)]
+        aspaces = [platform.new_address_space() for _ in range(n_aspaces)]
     except StubError as e:
         platform.close()
         pytest.skip(f"ptrace not permitted here: {e}")
-    env = Env(platform, memfile, aspaces[0], platform.new_context())
-    regs = env.load(mov_eax(39) + SYSCALL)
-    assert env.ctx.switch(aspaces[0], regs)[0] is Stop.SYSCALL
-    pids = {a.stub.pid for a in aspaces if a.stub}
-    assert pids <= {p.pid for p in _children()}
-    if platform.cpu is not None:
-        assert os.sched_getaffinity(0) == {platform.cpu}
-        for pid in pids:
-            assert os.sched_getaffinity(pid) == {platform.cpu}
-    aspaces[1].release()
-    assert aspaces[1].stub is None
-    platform.close()
-    platform.close()  # idempotent
-    assert {p.pid for p in _children()} == children_before  # no zombie either
+    yield platform, aspaces, Env(platform, memfile, aspaces[0], platform.new_context())
+    assert {p.pid for p in _children()} == children_before
     assert sorted(os.listdir("/proc/self/fd")) == fds_before
-    assert os.sched_getaffinity(0) == affinity_before
     memfile.close()
+
+
+def test_close_leaves_no_process_and_no_fd() -> None:
+    affinity_before = os.sched_getaffinity(0)
+    with _closed_platform(3) as (platform, aspaces, env):
+        regs = env.load(mov_eax(39) + SYSCALL)
+        assert env.ctx.switch(aspaces[0], regs)[0] is Stop.SYSCALL
+        pids = {a.stub.pid for a in aspaces if a.stub}
+        assert pids <= {p.pid for p in _children()}
+        if platform.cpu is not None:
+            assert os.sched_getaffinity(0) == {platform.cpu}
+            for pid in pids:
+                assert os.sched_getaffinity(pid) == {platform.cpu}
+        aspaces[1].release()
+        assert aspaces[1].stub is None
+        platform.close()
+        platform.close()  # idempotent
+    assert os.sched_getaffinity(0) == affinity_before
 
 
 def test_pinning_can_be_turned_off() -> None:
@@ -906,26 +914,10 @@ def test_lazy_fp_is_saved_before_a_thread_ends(lazy_env: Env) -> None:
 
 
 def test_close_with_threads_leaves_no_process_and_no_fd() -> None:
-    reason = ptrace_unavailable()
-    if reason:
-        pytest.skip(f"ptrace platform unavailable: {reason}")
-    memfile = MemoryFile(size=1 << 24)
-    fds_before = sorted(os.listdir("/proc/self/fd"))
-    children_before = {p.pid for p in _children()}
-    platform = PtracePlatform(Config())
-    platform.start(memfile)
-    try:
-        aspaces = [platform.new_address_space() for _ in range(2)]
-    except StubError as e:
+    with _closed_platform(2) as (platform, aspaces, env):
+        for a in aspaces:
+            base = env.load(LOOP, aspace=a)
+            for _ in range(3):
+                assert platform.new_context().switch(a, env.regs_cls(base.regs, base.fpstate))[0] is Stop.SYSCALL
+        assert [len(_tids(a)) for a in aspaces] == [3, 3]
         platform.close()
-        pytest.skip(f"ptrace not permitted here: {e}")
-    env = Env(platform, memfile, aspaces[0], platform.new_context())
-    for a in aspaces:
-        base = env.load(LOOP, aspace=a)
-        for _ in range(3):
-            assert platform.new_context().switch(a, env.regs_cls(base.regs, base.fpstate))[0] is Stop.SYSCALL
-    assert [len(_tids(a)) for a in aspaces] == [3, 3]
-    platform.close()
-    assert {p.pid for p in _children()} == children_before  # no zombie either
-    assert sorted(os.listdir("/proc/self/fd")) == fds_before
-    memfile.close()

@@ -365,7 +365,7 @@ class ControlServer:
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(CLIENT_TIMEOUT)
         try:
-            message = json.loads(_recv_line(conn))
+            message = json.loads(_LineReader(conn).line())
             name = message["request"] if isinstance(message, dict) else None
         except (ValueError, KeyError) as e:
             answer: dict[str, Any] = {"error": f"malformed request: {e}"}
@@ -443,17 +443,24 @@ def _sun_path(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
-def _recv_line(conn: socket.socket) -> bytes:
-    """Bytes up to the first newline (or the end); ValueError past MAX_LINE."""
-    data = b""
-    while b"\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > MAX_LINE:
-            raise ValueError(f"longer than {MAX_LINE} bytes")
-    return data.split(b"\n", 1)[0]
+class _LineReader:
+    """Lines from a socket, one at a time (ValueError past :data:`MAX_LINE`);
+    b"" at the end."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+            if len(self.buf) > MAX_LINE:
+                raise ValueError(f"longer than {MAX_LINE} bytes")
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
 
 
 # The client's side.
@@ -514,26 +521,6 @@ def request(store: StateStore, cid: str, name: str, args: dict[str, Any] | None 
             err.exit_code = code
         raise err
     return answer["result"]
-
-
-class _LineReader:
-    """Lines from a socket, one at a time (ValueError past :data:`MAX_LINE`);
-    b"" at the end."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-
-    def line(self) -> bytes:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            self.buf += chunk
-            if len(self.buf) > MAX_LINE:
-                raise ValueError(f"longer than {MAX_LINE} bytes")
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line
 
 
 def _show_progress(progress: Progress, event: Any) -> None:

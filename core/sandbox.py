@@ -101,18 +101,20 @@ def run_sandbox(
     (0 after a checkpoint that stopped it).
     """
     state = store.load(cid)
+    mounts = mount_rows(resolve_all(plugins, spec, config))
     if image is not None:
         from .checkpoint.progress import progress_for
         from .checkpoint.restore import mark, restore_kernel
 
         mark("sandbox process forked")
         with progress_for() as progress:
-            restored, memfile = restore_kernel(plugins, spec, config, image, gofer_fds=gofer_fds, progress=progress)
+            restored, memfile = restore_kernel(plugins, spec, config, image, mounts, gofer_fds=gofer_fds,
+                                               progress=progress)
         sandbox = Sandbox(restored, None, memfile)
     else:
         sandbox = boot(plugins, spec, config, gofer_fds=gofer_fds)
     kernel, init = sandbox.kernel, sandbox.init
-    facts = SandboxFacts(cid, config.platform, spec.digest, mount_rows(resolve_all(plugins, spec, config)), plugins)
+    facts = SandboxFacts(cid, config.platform, spec.digest, mounts, plugins)
 
     def forward(signo: int, _frame: object) -> None:
         kernel.pending_kill = signo

@@ -160,16 +160,17 @@ def descriptions(kernel: Kernel) -> Iterator[FileDescription]:
                 yield desc
 
 
-def restore_kernel(plugins: Plugins, spec: Spec, config: Config, image: CheckpointImage, *,
-                   gofer_fds: list[int] | None = None, stdio: tuple[int, int, int] = (0, 1, 2),
+def restore_kernel(plugins: Plugins, spec: Spec, config: Config, image: CheckpointImage,
+                   mounts: Sequence[Mapping[str, Any]], *, gofer_fds: list[int] | None = None,
+                   stdio: tuple[int, int, int] = (0, 1, 2),
                    progress: Progress | None = None) -> tuple[Kernel, MemoryFile]:
     """The kernel of ``image``, ready to resume on a new platform of
-    ``config``'s kind, with ``spec``'s mounts (served over ``gofer_fds``)
-    and ``stdio``. The caller runs it (``kernel.run()``) and closes the
-    platform and memory file. ImageError for a bad part; PyrunscError
-    (or a plugin's) for a mount that cannot be re-bound."""
-    from ..mounts import mount_rows, resolve_all
-
+    ``config``'s kind, with ``spec``'s mounts (``mounts``: its compiled
+    mounts as :func:`~..mounts.mount_rows` gives them, for their host
+    sources; served over ``gofer_fds``) and ``stdio``. The caller runs it
+    (``kernel.run()``) and closes the platform and memory file. ImageError
+    for a bad part; PyrunscError (or a plugin's) for a mount that cannot be
+    re-bound."""
     memory = image.header.get("memory")
     size = memory.get("file_size") if isinstance(memory, dict) else None
     if not isinstance(size, int) or size <= 0:
@@ -188,9 +189,8 @@ def restore_kernel(plugins: Plugins, spec: Spec, config: Config, image: Checkpoi
         mark("kernel unpickled")
         fds = FdDispenser(gofer_fds) if gofer_fds is not None else FdDispenser()
         renv = create_restore_environment(plugins, spec, config, fds)
-        rows = mount_rows(resolve_all(plugins, spec, config))
         ctx = MountContext(kernel.vfs, memfile, filesystems=dict(plugins.registry.filesystems), kernel=kernel)
-        rebind_mounts(kernel, renv, ctx, {clean_path(r["destination"]): r["source"] for r in rows})
+        rebind_mounts(kernel, renv, ctx, {clean_path(r["destination"]): r["source"] for r in mounts})
         rebind_stdio(descriptions(kernel), stdio)
         kernel.attach_platform(platform)
         timers.reschedule(kernel)

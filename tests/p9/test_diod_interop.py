@@ -207,17 +207,21 @@ def test_diodload_writes_fail_on_a_read_only_gofer(tmp_path: Path) -> None:
 
 
 def _to_another_thread(sig: int) -> Callable[[subprocess.Popen[str]], None]:
-    """A stop that sends ``sig`` to the gofer's threads other than the main
-    one (tgkill), as the kernel may do with a process-directed signal. To
-    each of them: a signal sent to one thread is lost if that thread is
-    ending at that moment (a connection's thread after its client left),
-    which a process-directed signal never is."""
+    """A stop that sends ``sig`` to one of the gofer's threads other than the
+    main one (tgkill), as the kernel may do with a process-directed signal.
+    The oldest such thread (one the gofer started with, which lives until it
+    closes): a signal sent to a thread that is ending at that moment (a
+    connection's thread after its client left) is lost, which a
+    process-directed signal never is. One thread only: a second signal could
+    come after the gofer has put the default action back, and kill it."""
     libc = ctypes.CDLL(None, use_errno=True)
 
     def stop(proc: subprocess.Popen[str]) -> None:
-        tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
-        sent = [tid for tid in tids if tid != proc.pid and libc.tgkill(proc.pid, tid, sig) == 0]
-        assert sent, f"no thread of the gofer but its main one took signal {sig}"
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task"))
+        for tid in tids:  # one may still end meanwhile (ESRCH)
+            if tid != proc.pid and libc.tgkill(proc.pid, tid, sig) == 0:
+                return
+        raise AssertionError(f"no thread of the gofer but its main one took signal {sig}")
 
     return stop
 
